@@ -1,0 +1,168 @@
+"""The `pirloop` command. Heavy modules (torch, the worker) are imported inside the commands
+that need them, so `pirloop serve` starts on an image without torch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="pirloop: improve an image generator from people's interactions with its images.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate the database (PIRLOOP_DATABASE_URL, or the embedded SQLite file) to REVISION."""
+    from app import migrate
+
+    migrate.upgrade(revision=revision)
+    typer.echo(f"database upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = "base") -> None:
+    """Migrate the database down to REVISION (base: empty)."""
+    from app import migrate
+
+    migrate.downgrade(revision=revision)
+    typer.echo(f"database downgraded to {revision}")
+
+
+@app.command()
+def init(
+    placeholder: Annotated[
+        bool, typer.Option(help="serve placeholder images instead of the generator's")
+    ] = False,
+) -> None:
+    """Create generator version 0 and its image batch if the database has no version yet."""
+    from app.bootstrap import ensure_initial_version
+    from app.database import engine_from_settings, make_session_factory
+    from app.settings import get_settings
+
+    _setup_logging()
+    settings = get_settings()
+    engine = engine_from_settings(settings)
+    created = ensure_initial_version(
+        make_session_factory(engine), settings, placeholder=placeholder or None
+    )
+    engine.dispose()
+    typer.echo(f"created version {created}" if created else "a generator version exists already")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the HTTP service. On the embedded defaults it also migrates the SQLite file and
+    creates version 0 first, so it works with no other step."""
+    import uvicorn
+
+    from app.settings import get_settings
+
+    _setup_logging()
+    settings = get_settings()
+    if settings.is_sqlite:
+        from app import migrate
+        from app.bootstrap import ensure_initial_version
+        from app.database import engine_from_settings, make_session_factory
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade()
+        engine = engine_from_settings(settings)
+        ensure_initial_version(make_session_factory(engine), settings)
+        engine.dispose()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues")] = "ml,default",
+    concurrency: Annotated[int, typer.Option(help="worker processes")] = 1,
+    beat: Annotated[bool, typer.Option(help="also run the beat scheduler (one only!)")] = False,
+) -> None:
+    """Run a Celery worker on PIRLOOP_REDIS_URL (needs the worker extra: torch)."""
+    from worker.celery_app import celery_app
+
+    argv = ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO"]
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def pretrain(
+    preset: Annotated[str, typer.Option(help="model preset: tiny, cpu-small or paper")] = (
+        "cpu-small"
+    ),
+    out: Annotated[Path, typer.Option(help="directory for gan.pt and samples.png")] = Path(
+        "var/pretrained/cpu-small"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    steps: Annotated[int | None, typer.Option(help="override the preset's step count")] = None,
+    resume: Annotated[bool, typer.Option(help="resume from OUT/gan.pt if present")] = True,
+) -> None:
+    """Pretrain the GAN on the built-in landscapes and write a checkpoint."""
+    from worker.ml.experiment import pretrain_command
+
+    _setup_logging()
+    pretrain_command(preset=preset, out=out, device=device, resume=resume, steps_override=steps)
+
+
+@app.command()
+def experiment(
+    objective: Annotated[str, typer.Option(help="objective spec, e.g. color:blue")],
+    preset: Annotated[str, typer.Option(help="model preset")] = "cpu-small",
+    images: Annotated[int, typer.Option(help="images per round")] = 1000,
+    impressions: Annotated[int, typer.Option(help="impressions per image")] = 100,
+    rounds: Annotated[int, typer.Option(help="rounds of estimate-then-tune")] = 1,
+    steps: Annotated[int | None, typer.Option(help="tuning steps per round")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    json_path: Annotated[Path, typer.Option("--json", help="where to write the report")] = Path(
+        "var/experiment.json"
+    ),
+) -> None:
+    """Run the learning loop offline against a simulated objective and report the change."""
+    from worker.ml.experiment import experiment_command
+
+    _setup_logging()
+    experiment_command(
+        objective=objective,
+        preset=preset,
+        images=images,
+        impressions=impressions,
+        rounds=rounds,
+        steps=steps,
+        seed=seed,
+        device=device,
+        json_path=json_path,
+    )
+
+
+def main() -> None:
+    app()

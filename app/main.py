@@ -1,0 +1,60 @@
+"""The FastAPI application: `create_app()` builds it; nothing connects at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.artifacts import artifact_store
+from app.database import engine_from_settings, make_session_factory
+from app.errors import BodySizeLimit, install_error_handlers
+from app.jobs import make_dispatcher
+from app.routers import health, images, impressions, interactions, versions
+from app.serving import BatchPicker
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = engine_from_settings(settings)
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        app.state.picker = BatchPicker()
+        app.state.jobs = make_dispatcher(settings)
+        app.state.artifacts = artifact_store(settings, engine)
+        try:
+            yield
+        finally:
+            app.state.jobs.shutdown()
+            engine.dispose()
+
+    app = FastAPI(
+        title="pirloop",
+        version="0.1.0",
+        summary="Improve an image generator from people's interactions with its images.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type"],
+            allow_credentials=False,
+        )
+    for router in (health.router, impressions.router, interactions.router, images.router):
+        app.include_router(router)
+    app.include_router(versions.router)
+    return app

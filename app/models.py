@@ -1,0 +1,176 @@
+"""ORM models: what pirloop stores. API schemas live in app/schemas.py."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class VersionStatus(enum.StrEnum):
+    training = "training"
+    ready = "ready"
+    serving = "serving"
+    retired = "retired"
+    failed = "failed"
+
+
+class Placement(enum.StrEnum):
+    background = "background"
+    rating = "rating"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class GeneratorVersion(Base):
+    __tablename__ = "generator_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("generator_versions.id"))
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.training)
+    # Where the images came from: a preset name, or "placeholder" before any model exists.
+    source: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checkpoint_key: Mapped[str | None] = mapped_column(String(255))
+    batch_size: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+    images: Mapped[list[Image]] = relationship(back_populates="version", lazy="raise")
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("version_id", "batch_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"), index=True)
+    batch_index: Mapped[int] = mapped_column(Integer)
+    # The latent vector is a deterministic function of the seed, so the seed is enough.
+    latent_seed: Mapped[int] = mapped_column(BigInteger)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    version: Mapped[GeneratorVersion] = relationship(back_populates="images", lazy="raise")
+
+
+class Impression(Base):
+    __tablename__ = "impressions"
+    __table_args__ = (
+        # The hot aggregate: per-image counts within one version.
+        Index("ix_impressions_version_image", "version_id", "image_id"),
+        Index("ix_impressions_created_at", "created_at"),
+        Index("ix_impressions_visitor", "visitor_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    # Denormalised from the image so per-version aggregates need no join.
+    version_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"))
+    placement: Mapped[str] = mapped_column(String(16))
+    visitor_hash: Mapped[str] = mapped_column(String(64))
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    # One interaction of each kind per impression: repeats are idempotent, one rating each.
+    __table_args__ = (UniqueConstraint("impression_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    impression_id: Mapped[int] = mapped_column(ForeignKey("impressions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+ACTIVE_CYCLE = "kind = 'cycle' AND status IN ('queued', 'running')"
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        # At most one learning cycle queued or running, enforced by the database itself, so
+        # several beats or workers racing to start one cannot both succeed.
+        Index(
+            "uq_training_runs_one_active_cycle",
+            "kind",
+            unique=True,
+            postgresql_where=text(ACTIVE_CYCLE),
+            sqlite_where=text(ACTIVE_CYCLE),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.queued, index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("generator_versions.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Artifact(Base):
+    """Binary artifacts (checkpoints) for the database-backed artifact store."""
+
+    __tablename__ = "artifacts"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

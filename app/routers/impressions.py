@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Request
+
+from app import queries
+from app.deps import PickerDep, SessionDep, SettingsDep
+from app.schemas import ImpressionCreate, ImpressionRead
+from app.serving import NothingToServe
+from app.tokens import hash_visitor, sign_impression
+
+router = APIRouter(prefix="/v1/impressions", tags=["impressions"])
+
+VISITOR_COOKIE = "pirloop_vid"
+
+
+def raw_visitor(request: Request, body: ImpressionCreate) -> str:
+    """The page's own visitor id when it sends one; else the connection's address and agent.
+    Only a salted hash of this is stored."""
+    if body.visitor_id:
+        return "id:" + body.visitor_id
+    if cookie := request.cookies.get(VISITOR_COOKIE):
+        return "id:" + cookie[:128]
+    host = request.client.host if request.client else "unknown"
+    return f"ip:{host}|ua:{request.headers.get('user-agent', '')[:256]}"
+
+
+@router.post("", status_code=201, responses={503: {"description": "nothing is being served"}})
+def create_impression(
+    body: ImpressionCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    picker: PickerDep,
+) -> ImpressionRead:
+    """Serve the next image of the serving batch and log the impression."""
+    try:
+        version_id, image_id = picker.pick(session)
+    except NothingToServe as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    impression = queries.insert_impression(
+        session,
+        image_id=image_id,
+        version_id=version_id,
+        placement=body.placement,
+        visitor_hash=hash_visitor(settings.secret_key, raw_visitor(request, body)),
+        simulated=body.simulated,
+    )
+    token, expires_at = sign_impression(
+        settings.secret_key,
+        impression_id=impression.id,
+        image_id=image_id,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
+    return ImpressionRead(
+        impression_id=impression.id,
+        token=token,
+        image_id=image_id,
+        image_url=str(request.url_for("get_image", image_id=image_id)),
+        generator_version=version_id,
+        placement=body.placement,
+        expires_at=datetime.fromtimestamp(expires_at, UTC),
+    )

@@ -1,0 +1,82 @@
+"""All configuration, read once from the environment (prefix PIRLOOP_) through `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "dev-secret", "dev-admin-token", "secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIRLOOP_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+    # Empty means the embedded SQLite file under data_dir.
+    database_url: str = ""
+    # Empty means jobs run in-process in a background thread; set it to use Celery on Redis.
+    redis_url: str = ""
+    secret_key: str = "dev-secret"
+    admin_token: str = "dev-admin-token"
+
+    # Artifact store for checkpoints: "database" works across machines with no shared disk;
+    # "local" keeps them under artifact_dir (one machine, or a shared volume).
+    artifact_store: Literal["database", "local"] = "database"
+    artifact_dir: Path | None = None
+
+    # Learning loop.
+    preset: str = "cpu-small"
+    batch_size: int = Field(default=200, ge=2, le=100_000)
+    target_impressions_per_image: int = Field(default=50, ge=1)
+    cycle_fallback_seconds: int = Field(default=24 * 3600, ge=60)
+    train_on_simulated: bool = False
+    estimator_steps: int | None = None
+    tuning_steps: int | None = None
+
+    # How PIR is measured.
+    positive_kinds: list[str] = ["click"]
+    rating_weights: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    # Tokens and public endpoints.
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    cors_origins: list[str] = []
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'pirloop.db'}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if len(self.rating_weights) != 5 or not all(0 <= w <= 1 for w in self.rating_weights):
+            raise ValueError("PIRLOOP_RATING_WEIGHTS needs 5 weights in [0, 1], one per star")
+        if self.environment == "development":
+            return self
+        for name in ("secret_key", "admin_token"):
+            value = getattr(self, name)
+            if value in PLACEHOLDER_SECRETS or len(value) < 16:
+                raise ValueError(
+                    f"PIRLOOP_{name.upper()} is a placeholder or shorter than 16 characters; "
+                    f"set a real secret when PIRLOOP_ENVIRONMENT={self.environment}"
+                )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,65 @@
+"""Signed impression tokens: an interaction can only be recorded against an impression that
+pirloop served, before the token expires."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+
+class TokenError(ValueError):
+    """The token is malformed, forged or expired; the message says which."""
+
+
+@dataclass(frozen=True)
+class ImpressionClaims:
+    impression_id: int
+    image_id: int
+    expires_at: int  # unix seconds
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(secret: str, payload: str) -> str:
+    digest = hmac.new(secret.encode(), b"pirloop-impression-v1." + payload.encode(), "sha256")
+    return _b64(digest.digest())
+
+
+def sign_impression(
+    secret: str, *, impression_id: int, image_id: int, ttl_seconds: int, now: float | None = None
+) -> tuple[str, int]:
+    expires_at = int((now if now is not None else time.time()) + ttl_seconds)
+    body = {"i": impression_id, "m": image_id, "e": expires_at}
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{payload}.{_signature(secret, payload)}", expires_at
+
+
+def verify_impression(secret: str, token: str, *, now: float | None = None) -> ImpressionClaims:
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 512:
+        raise TokenError("token is malformed")
+    payload, signature = token.split(".")
+    if not hmac.compare_digest(_signature(secret, payload), signature):
+        raise TokenError("token signature is invalid")
+    try:
+        body = json.loads(_unb64(payload))
+        claims = ImpressionClaims(int(body["i"]), int(body["m"]), int(body["e"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TokenError("token payload is malformed") from exc
+    if claims.expires_at < (now if now is not None else time.time()):
+        raise TokenError("token has expired")
+    return claims
+
+
+def hash_visitor(secret: str, raw_visitor: str) -> str:
+    """Salted hash: the raw id, IP or user agent is never stored."""
+    return hashlib.sha256(b"pirloop-visitor." + secret.encode() + b"." + raw_visitor.encode()).hexdigest()
