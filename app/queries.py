@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import (
     GeneratorVersion,
@@ -101,7 +102,7 @@ def impression_counts_by_image(session: Session, version_id: int) -> dict[int, i
         .where(Impression.version_id == version_id)
         .group_by(Impression.image_id)
     )
-    return {image_id: count for image_id, count in rows}
+    return dict(rows)
 
 
 def insert_impression(
@@ -237,7 +238,7 @@ def image_counts(
 def excluded_impressions(
     session: Session, version_id: int, *, placement: str, include_simulated: bool
 ) -> int:
-    excluded = Impression.flagged.is_(True)
+    excluded: ColumnElement[bool] = Impression.flagged.is_(True)
     if not include_simulated:
         excluded = excluded | Impression.simulated.is_(True)
     return (

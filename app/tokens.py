@@ -62,4 +62,6 @@ def verify_impression(secret: str, token: str, *, now: float | None = None) -> I
 
 def hash_visitor(secret: str, raw_visitor: str) -> str:
     """Salted hash: the raw id, IP or user agent is never stored."""
-    return hashlib.sha256(b"pirloop-visitor." + secret.encode() + b"." + raw_visitor.encode()).hexdigest()
+    return hashlib.sha256(
+        b"pirloop-visitor." + secret.encode() + b"." + raw_visitor.encode()
+    ).hexdigest()

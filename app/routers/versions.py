@@ -20,7 +20,9 @@ SimulatedQuery = Annotated[
 def _version_or_404(session: SessionDep, version_id: int) -> GeneratorVersion:
     version = queries.get_version(session, version_id)
     if version is None:
-        raise HTTPException(status_code=404, detail=f"generator version {version_id} does not exist")
+        raise HTTPException(
+            status_code=404, detail=f"generator version {version_id} does not exist"
+        )
     return version
 
 
@@ -99,7 +101,5 @@ def version_comparison(
         include_simulated=include_simulated,
     )
     if result is None:
-        raise HTTPException(
-            status_code=409, detail="both versions need PIR on at least two images"
-        )
+        raise HTTPException(status_code=409, detail="both versions need PIR on at least two images")
     return result

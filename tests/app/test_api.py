@@ -74,7 +74,9 @@ def test_etag_gives_not_modified(client: TestClient) -> None:
 
 def test_impressions_spread_evenly_over_the_batch(client: TestClient, settings: Settings) -> None:
     rounds = 3
-    served = [impression(client, "background")["image_id"] for _ in range(settings.batch_size * rounds)]
+    served = [
+        impression(client, "background")["image_id"] for _ in range(settings.batch_size * rounds)
+    ]
     per_image = Counter(served)
     assert len(per_image) == settings.batch_size
     assert set(per_image.values()) == {rounds}
@@ -155,7 +157,9 @@ def test_pir_aggregates(client: TestClient, settings: Settings) -> None:
     target = served[0]["image_id"]
     for item in served:
         if item["image_id"] == target:
-            clicked = client.post("/v1/interactions", json={"token": item["token"], "kind": "click"})
+            clicked = client.post(
+                "/v1/interactions", json={"token": item["token"], "kind": "click"}
+            )
             assert clicked.status_code == 201
     version = served[0]["generator_version"]
 
@@ -186,7 +190,9 @@ def test_rating_pir_uses_star_weights(client: TestClient, settings: Settings) ->
     stars = [1, 5, 3, 4]
     for value in stars:
         served = impression(client, "rating")
-        client.post("/v1/interactions", json={"token": served["token"], "kind": "rating", "value": value})
+        client.post(
+            "/v1/interactions", json={"token": served["token"], "kind": "rating", "value": value}
+        )
     version = served["generator_version"]
     summary = client.get(f"/v1/versions/{version}/images?placement=rating").json()
     rated = [row for row in summary if row["pir"] is not None]

@@ -1,0 +1,40 @@
+# pirloop: `make demo` runs the main job, `make test` runs the tests. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: install demo serve test lint format bench clean
+
+# The virtual environment, rebuilt when pyproject.toml changes. torch==2.14.1 and
+# torchvision==0.29.1 (the worker extra) install from this machine's local wheel cache.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[worker,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/pirloop demo $(ARGS)
+
+serve: install
+	$(BIN)/pirloop serve $(ARGS)
+
+lint: install
+	$(BIN)/ruff check app worker tests bench migrations
+	$(BIN)/ruff format --check app worker tests bench migrations
+	$(BIN)/mypy app worker
+
+format: install
+	$(BIN)/ruff format app worker tests bench migrations
+	$(BIN)/ruff check --fix app worker tests bench migrations
+
+test: install lint
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
