@@ -102,7 +102,7 @@ def impression_counts_by_image(session: Session, version_id: int) -> dict[int, i
         .where(Impression.version_id == version_id)
         .group_by(Impression.image_id)
     )
-    return dict(rows)
+    return {int(image_id): int(count) for image_id, count in rows.all()}
 
 
 def insert_impression(

@@ -1,0 +1,298 @@
+"""The offline loop with simulated people: generate, observe, estimate, tune, measure.
+
+One round: the current generator draws K images from fresh seeds; their true PIRs come from an
+objective; positives are drawn binomially with M impressions each; an estimator is trained on
+every batch observed so far; the generator is tuned against it; K fresh images from the tuned
+generator are scored by the same objective; Welch's t-test (app.stats) compares the two sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.stats import compare
+from worker.ml.checkpoints import load_checkpoint, load_gan
+from worker.ml.device import pick_device
+from worker.ml.diversity import diversity_score
+from worker.ml.estimator import EstimatorConfig, train_estimator
+from worker.ml.gan import get_preset
+from worker.ml.landscapes import render_landscapes
+from worker.ml.pretrain import CHECKPOINT_NAME, pretrain
+from worker.ml.sampling import generate_images, save_grid
+from worker.ml.tuning import TuningConfig, tune_generator
+from worker.sim.objectives import load_objective, observe_binomial
+
+logger = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+PRETRAINED_CACHE = Path("var") / "pretrained"
+GRID_SEEDS = tuple(range(900_000, 900_032))
+"""Latents shown in the before/after grid (disjoint from every round's seeds)."""
+
+
+@dataclass
+class ExperimentConfig:
+    """An offline experiment with a simulated objective."""
+
+    objective: str = "color:blue"
+    """Objective spec for worker.sim.objectives.load_objective."""
+    preset: str = "cpu-small"
+    """GAN preset; its pretrained checkpoint is the shipped asset or a cached pretraining."""
+    images: int = 1000
+    """K: images per round, both before and after tuning."""
+    impressions: int = 200
+    """M: impressions per image, from which positives are drawn."""
+    rounds: int = 1
+    """R: observe-estimate-tune rounds; round k+1's estimator sees all batches so far."""
+    seed: int = 0
+    device: str | None = None
+    """Torch device name; None picks CUDA when available."""
+    steps: int | None = None
+    """Tuning steps per round; None keeps tuning.steps."""
+    real_images: int = 5000
+    """Real landscapes the discriminator keeps training on during tuning."""
+    checkpoint: str | None = None
+    """Pretrained GAN checkpoint file; None resolves the preset's."""
+    json_path: str | None = None
+    grid_path: str | None = None
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pretrained_checkpoint(
+    preset: str, *, device: torch.device, progress: bool = True
+) -> tuple[dict[str, Any], str]:
+    """The preset's pretrained GAN checkpoint and where it came from.
+
+    Order: the shipped worker/ml/assets/PRESET.pt, then var/pretrained/PRESET/gan.pt, and
+    otherwise pretraining now and caching it there.
+    """
+    shipped = ASSETS_DIR / f"{preset}.pt"
+    if shipped.is_file():
+        return load_checkpoint(shipped, kind="gan"), str(shipped)
+    cached = PRETRAINED_CACHE / preset / CHECKPOINT_NAME
+    cfg = get_preset(preset)
+    if not cached.is_file() or int(load_checkpoint(cached, kind="gan")["step"]) < cfg.steps:
+        logger.info("no shipped checkpoint for %s; pretraining into %s", preset, cached.parent)
+        pretrain(cfg, out_dir=cached.parent, device=device, resume=True, progress=progress)
+    return load_checkpoint(cached, kind="gan"), str(cached)
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run cfg.rounds rounds; write the JSON and grid when paths are given; return the results."""
+    started = time.perf_counter()
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    objective = load_objective(cfg.objective)
+    ckpt, source = pretrained_checkpoint(cfg.preset, device=device, progress=progress)
+    gan_cfg, generator, discriminator = load_gan(ckpt, device=device)
+    tuning_cfg = cfg.tuning if cfg.steps is None else replace(cfg.tuning, steps=cfg.steps)
+    real = render_landscapes(cfg.real_images, size=gan_cfg.image_size, seed=gan_cfg.dataset_seed)
+    observer = torch.Generator().manual_seed(cfg.seed)
+    grid_before = generate_images(generator, GRID_SEEDS, device=device)
+
+    seen_images: list[torch.Tensor] = []
+    seen_positives: list[torch.Tensor] = []
+    rounds: list[dict[str, Any]] = []
+    for round_index in range(cfg.rounds):
+        round_started = time.perf_counter()
+        # Seeds never repeat across rounds, runs with other seeds, or the grid.
+        base = 1_000_000 + cfg.seed * 100_000_000 + round_index * 2 * cfg.images
+        pre_seeds = range(base, base + cfg.images)
+        post_seeds = range(base + cfg.images, base + 2 * cfg.images)
+
+        pre_images = generate_images(generator, pre_seeds, device=device)
+        pre_true = objective(pre_images)
+        pre_positives = observe_binomial(pre_true, cfg.impressions, generator=observer)
+        seen_images.append(pre_images)
+        seen_positives.append(pre_positives)
+        all_images = torch.cat(seen_images)
+        all_positives = torch.cat(seen_positives)
+        impressions = torch.full_like(all_positives, float(cfg.impressions))
+
+        estimator, est_metrics = train_estimator(
+            all_images,
+            impressions,
+            all_positives,
+            replace(cfg.estimator, seed=cfg.estimator.seed + round_index),
+            device=device,
+            progress=progress,
+            discriminator=discriminator,
+        )
+        tune_metrics = tune_generator(
+            generator,
+            discriminator,
+            estimator,
+            real,
+            replace(tuning_cfg, seed=tuning_cfg.seed + 1000 * cfg.seed + round_index),
+            device=device,
+            progress=progress,
+        )
+        post_images = generate_images(generator, post_seeds, device=device)
+        post_true = objective(post_images)
+        post_positives = observe_binomial(post_true, cfg.impressions, generator=observer)
+
+        comparison = compare(pre_true.tolist(), post_true.tolist())
+        observed = compare(
+            (pre_positives / cfg.impressions).tolist(), (post_positives / cfg.impressions).tolist()
+        )
+        estimated_pre = estimator.predict(pre_images)
+        estimated_post = estimator.predict(post_images)
+        estimated_delta = float(estimated_post.mean() - estimated_pre.mean())
+        result = {
+            "round": round_index + 1,
+            "pre_mean": comparison.before.mean,
+            "post_mean": comparison.after.mean,
+            "delta": comparison.delta,
+            "effect_size": comparison.effect_size,
+            "p_value": comparison.p_value,
+            "significant": comparison.significant,
+            "estimated_pre_mean": float(estimated_pre.mean()),
+            "estimated_post_mean": float(estimated_post.mean()),
+            "estimated_delta": estimated_delta,
+            "estimated_to_true_ratio": (
+                estimated_delta / comparison.delta if comparison.delta != 0 else float("nan")
+            ),
+            "observed_delta": observed.delta,
+            "observed_p_value": observed.p_value,
+            "diversity_pre": diversity_score(pre_images),
+            "diversity_post": diversity_score(post_images),
+            "estimator_corr_true": _pearson(estimated_pre, pre_true),
+            "estimator": {k: v for k, v in est_metrics.items() if k != "holdout_loss"},
+            "tuning": {
+                k: v
+                for k, v in tune_metrics.items()
+                if k in ("seconds", "predicted_pir_start", "predicted_pir_end", "predicted_pir")
+            },
+            "comparison": comparison.as_dict(),
+            "seconds": time.perf_counter() - round_started,
+        }
+        result["diversity_ratio"] = result["diversity_post"] / max(result["diversity_pre"], 1e-12)
+        logger.info(
+            "round %d: PIR %.4f -> %.4f (p=%.2g, d=%.2f), estimated delta %.4f, diversity %.3f",
+            round_index + 1, result["pre_mean"], result["post_mean"], result["p_value"],
+            result["effect_size"], estimated_delta, result["diversity_ratio"],
+        )  # fmt: skip
+        rounds.append(result)
+
+    results: dict[str, Any] = {
+        "objective": cfg.objective,
+        "objective_description": objective.describe(),
+        "preset": cfg.preset,
+        "pretrained_checkpoint": source,
+        "images": cfg.images,
+        "impressions": cfg.impressions,
+        "steps": tuning_cfg.steps,
+        "rounds": rounds,
+        "seed": cfg.seed,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "config": cfg.to_dict(),
+        "seconds": time.perf_counter() - started,
+    }
+    if cfg.grid_path:
+        grid_after = generate_images(generator, GRID_SEEDS, device=device)
+        # Top four rows before tuning, bottom four after, on the same latents.
+        save_grid(torch.cat([grid_before, grid_after]), cfg.grid_path, nrow=8)
+        results["grid_path"] = cfg.grid_path
+    if cfg.json_path:
+        path = Path(cfg.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, default=float))
+    return results
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denom = float(a.norm() * b.norm())
+    return float((a * b).sum()) / denom if denom > 0 else float("nan")
+
+
+def pretrain_command(
+    *,
+    preset: str = "cpu-small",
+    out: str | Path | None = None,
+    device: str | None = None,
+    resume: bool = True,
+    steps_override: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """`pirloop pretrain`: pretrain a preset into out (default var/pretrained/PRESET)."""
+    from rich.console import Console
+
+    cfg = get_preset(preset)
+    if steps_override is not None:
+        cfg = cfg.with_overrides(steps=steps_override)
+    out_dir = Path(out) if out is not None else PRETRAINED_CACHE / preset
+    metrics = pretrain(
+        cfg, out_dir=out_dir, device=pick_device(device), resume=resume, progress=progress
+    )
+    Console().print(
+        f"[bold]pretrained[/bold] {preset} to step {int(metrics['step'])} "
+        f"({metrics['steps_run']:.0f} steps in {metrics['seconds']:.0f}s; "
+        f"D loss {metrics['d_loss']:.3f}, G loss {metrics['g_loss']:.3f})\n"
+        f"checkpoint {out_dir / CHECKPOINT_NAME}, samples {out_dir / 'samples.png'}"
+    )
+    return metrics
+
+
+def experiment_command(
+    *,
+    objective: str = "color:blue",
+    preset: str = "cpu-small",
+    images: int = 1000,
+    impressions: int = 200,
+    rounds: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+    steps: int | None = None,
+    json_path: str | None = None,
+    grid_path: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`pirloop experiment`: run the offline loop and print one line per round."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = ExperimentConfig(
+        objective=objective,
+        preset=preset,
+        images=images,
+        impressions=impressions,
+        rounds=rounds,
+        seed=seed,
+        device=device,
+        steps=steps,
+        json_path=json_path,
+        grid_path=grid_path,
+    )
+    results = run_experiment(cfg, progress=progress)
+    table = Table(title=f"{objective}: {images} images x {impressions} impressions")
+    for column in ("round", "PIR before", "PIR after", "delta", "est. delta", "d", "p", "diversity"):
+        table.add_column(column, justify="right")
+    for row in results["rounds"]:
+        table.add_row(
+            str(row["round"]),
+            f"{row['pre_mean']:.4f}",
+            f"{row['post_mean']:.4f}",
+            f"{row['delta']:+.4f}",
+            f"{row['estimated_delta']:+.4f}",
+            f"{row['effect_size']:.2f}",
+            f"{row['p_value']:.2g}",
+            f"{row['diversity_ratio']:.2f}x",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"{results['steps']} tuning steps per round, {results['seconds']:.0f}s on "
+                  f"{results['device']}")
+    return results
