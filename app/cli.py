@@ -164,5 +164,47 @@ def experiment(
     )
 
 
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="base URL of the pirloop service")],
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="population: an objective spec (color:blue, py:mod:fn, ...) or bot:click-all /"
+            " bot:flood; mix with weights: 'color:blue=0.9,bot:click-all=0.1'"
+        ),
+    ],
+    users: Annotated[int, typer.Option(help="concurrent virtual users")] = 10,
+    rate: Annotated[float, typer.Option(help="impressions per second in all; 0: unlimited")] = 20,
+    duration: Annotated[float | None, typer.Option(help="seconds to run")] = None,
+    impressions: Annotated[int | None, typer.Option(help="impressions to make in all")] = None,
+    placement: Annotated[str, typer.Option(help="background (clicks) or rating (stars)")] = (
+        "background"
+    ),
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Drive the HTTP API with simulated users whose preferences are known functions of the
+    image. Their traffic is flagged simulated."""
+    from worker.sim.users import SimulationPlan, parse_populations, run_simulation
+
+    try:
+        plan = SimulationPlan(
+            url=url,
+            populations=parse_populations(objective),
+            users=users,
+            rate=rate,
+            duration=duration,
+            impressions=impressions,
+            placement=placement,
+            seed=seed,
+        )
+        summary = run_simulation(plan)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    import json
+
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
+
+
 def main() -> None:
     app()

@@ -77,6 +77,10 @@ class InProcessDispatcher:
             log.exception("in-process job %s failed", name)
             return None
 
+    def done(self, job_id: str) -> bool:
+        with self._lock:
+            return self._futures[job_id].done()
+
     def wait(self, job_id: str, timeout: float | None = None) -> Any:
         with self._lock:
             future = self._futures[job_id]

@@ -10,10 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.artifacts import artifact_store
+from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
 from app.errors import BodySizeLimit, install_error_handlers
-from app.jobs import make_dispatcher
+from app.jobs import InProcessDispatcher, make_dispatcher
 from app.routers import health, images, impressions, interactions, versions
+from app.scheduler import EmbeddedScheduler
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
 
@@ -31,9 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.picker = BatchPicker()
         app.state.jobs = make_dispatcher(settings)
         app.state.artifacts = artifact_store(settings, engine)
+        scheduler = None
+        if isinstance(app.state.jobs, InProcessDispatcher) and settings.embedded_scheduler:
+            if ml_available():
+                scheduler = EmbeddedScheduler(app.state.jobs, settings.scheduler_interval_seconds)
+                scheduler.start()
+            else:
+                log.warning("no ML stack installed: serving only, no learning cycles")
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             app.state.jobs.shutdown()
             engine.dispose()
 

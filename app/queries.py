@@ -291,3 +291,12 @@ def mark_run(
     if metrics is not None:
         run.metrics = metrics
     run.error = error
+
+
+def batch_pngs(session: Session, version_id: int) -> list[bytes]:
+    return [
+        bytes(png)
+        for png in session.scalars(
+            select(Image.png).where(Image.version_id == version_id).order_by(Image.batch_index)
+        )
+    ]

@@ -33,10 +33,22 @@ class Settings(BaseSettings):
     preset: str = "cpu-small"
     batch_size: int = Field(default=200, ge=2, le=100_000)
     target_impressions_per_image: int = Field(default=50, ge=1)
-    cycle_fallback_seconds: int = Field(default=24 * 3600, ge=60)
-    train_on_simulated: bool = False
-    estimator_steps: int | None = None
+    # Start a cycle after this long serving even if the target is not reached (needs data).
+    cycle_fallback_seconds: int = Field(default=24 * 3600, ge=1)
+    # A cycle queued or running longer than this is taken as abandoned (its worker died).
+    cycle_timeout_seconds: int = Field(default=3 * 3600, ge=10)
+    # How often the scheduler (Celery beat, or the embedded one) checks whether a cycle is due.
+    scheduler_interval_seconds: float = Field(default=10.0, gt=0)
+    # Run the embedded scheduler in the API process when there is no Redis.
+    embedded_scheduler: bool = True
+    # Which placement's PIR the loop learns from and evaluates on.
+    learning_placement: Literal["background", "rating"] = "background"
+    # Count simulated traffic for training and evaluation (experiments). Off: real users only.
+    use_simulated_traffic: bool = False
+    # Versions of the serving lineage whose logged batches train the estimator.
+    history_versions: int = Field(default=5, ge=1)
     tuning_steps: int | None = None
+    estimator_epochs: int | None = None
 
     # How PIR is measured.
     positive_kinds: list[str] = ["click"]

@@ -99,6 +99,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "admin_token": TEST_ADMIN,
         "redis_url": "",
         "batch_size": 8,
+        "embedded_scheduler": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

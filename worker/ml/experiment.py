@@ -94,7 +94,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     objective = load_objective(cfg.objective)
-    ckpt, source = pretrained_checkpoint(cfg.preset, device=device, progress=progress)
+    if cfg.checkpoint is not None:
+        ckpt, source = load_checkpoint(cfg.checkpoint, kind="gan"), cfg.checkpoint
+    else:
+        ckpt, source = pretrained_checkpoint(cfg.preset, device=device, progress=progress)
     gan_cfg, generator, discriminator = load_gan(ckpt, device=device)
     tuning_cfg = cfg.tuning if cfg.steps is None else replace(cfg.tuning, steps=cfg.steps)
     real = render_landscapes(cfg.real_images, size=gan_cfg.image_size, seed=gan_cfg.dataset_seed)

@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that pass ids to the job functions. Only transient database
+and broker errors are retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError
+
+from worker.celery_app import celery_app
+from worker.jobs import batches, cycle, evaluation
+
+TRANSIENT = (OperationalError, RedisConnectionError)
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_kwargs": {"max_retries": 5}}
+
+
+@celery_app.task(name="worker.generate_batch", acks_late=True, **RETRY)
+def generate_batch(version_id: int, promote: bool = False) -> dict[str, Any]:
+    return batches.generate_batch(version_id, promote=promote)
+
+
+@celery_app.task(name="worker.run_cycle", acks_late=True, **RETRY)
+def run_cycle(run_id: int) -> dict[str, Any]:
+    return cycle.run_cycle(run_id)
+
+
+@celery_app.task(name="worker.maybe_start_cycle", acks_late=True, **RETRY)
+def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
+    return cycle.maybe_start_cycle(force=force)
+
+
+@celery_app.task(name="worker.evaluate_version", acks_late=True, **RETRY)
+def evaluate_version(version_id: int) -> dict[str, Any]:
+    return evaluation.evaluate_version(version_id)
