@@ -45,7 +45,9 @@ def get_jobs(request: Request) -> JobDispatcher:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response leaves, so a 2xx means the rows are stored
+# (the default scope would commit after the client already has its answer).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PickerDep = Annotated[BatchPicker, Depends(get_picker)]
 JobsDep = Annotated[JobDispatcher, Depends(get_jobs)]
 

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_ADMIN, TEST_SECRET
+
+pytest.importorskip("torch")
+
+REDIS_URL_BASE = os.environ.get("PIRLOOP_TEST_REDIS", "redis://127.0.0.1:6379")
+REQUIRE_REDIS = os.environ.get("PIRLOOP_REQUIRE_REDIS") == "1"
+
+
+def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a service and worker running the whole loop at toy scale."""
+    env = {
+        "PIRLOOP_ENVIRONMENT": "test",
+        "PIRLOOP_SECRET_KEY": TEST_SECRET,
+        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
+        "PIRLOOP_DATA_DIR": str(data_dir),
+        "PIRLOOP_DATABASE_URL": "",
+        "PIRLOOP_REDIS_URL": "",
+        "PIRLOOP_PRESET": "tiny",
+        "PIRLOOP_BATCH_SIZE": "16",
+        "PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE": "5",
+        "PIRLOOP_SCHEDULER_INTERVAL_SECONDS": "0.5",
+        "PIRLOOP_TUNING_STEPS": "20",
+        "PIRLOOP_ESTIMATOR_EPOCHS": "3",
+        "PIRLOOP_USE_SIMULATED_TRAFFIC": "true",
+        "PIRLOOP_TORCH_THREADS": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def versions(base: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = httpx.get(f"{base}/v1/versions", timeout=10).json()
+    return result
+
+
+def serving(base: str) -> dict[str, Any] | None:
+    return next((v for v in versions(base) if v["status"] == "serving"), None)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    url = f"{REDIS_URL_BASE}/9"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        client.flushdb()
+    except redis.exceptions.ConnectionError:
+        if REQUIRE_REDIS:
+            pytest.fail(f"Redis is required but does not answer at {url}")
+        pytest.skip("Redis is not reachable")
+    return url
