@@ -1,0 +1,140 @@
+"""The loop on real infrastructure: PostgreSQL, Redis, a real Celery worker with beat, and a
+live API; simulated users over HTTP. Also: a worker SIGKILLed mid-cycle."""
+
+from __future__ import annotations
+
+import os
+import time
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.database import make_engine
+from app.models import GeneratorVersion, TrainingRun
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.live import live_server, pirloop
+from tests.worker.conftest import loop_env, serving, versions, wait_for
+from tests.worker.test_embedded_loop import traffic
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], *, beat: bool, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    args = [str(BIN / "pirloop"), "worker", "--concurrency", "1"]
+    if beat:
+        args.append("--beat")
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def pg_loop_env(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    url = create_pg_database("pirloop_loop")
+    env = loop_env(
+        tmp_path,
+        PIRLOOP_DATABASE_URL=url,
+        PIRLOOP_REDIS_URL=redis_url,
+        PIRLOOP_ARTIFACT_STORE="database",
+    )
+    pirloop(["db", "upgrade"], env)
+    pirloop(["init"], env)
+    yield env
+    drop_pg_database(url)
+
+
+def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: Path) -> None:
+    env = pg_loop_env
+    with live_server(env) as base, celery_worker(env, beat=True, log_path=tmp_path / "worker.log"):
+        first = serving(base)
+        assert first is not None
+        traffic(base, 16 * 6)
+        second = wait_for(
+            lambda: (s := serving(base)) and s["id"] != first["id"] and s,
+            timeout=240,
+            what=f"a promoted version 1; worker log:\n{(tmp_path / 'worker.log').read_text()[-3000:]}",
+        )
+        assert second["parent_id"] == first["id"]
+        traffic(base, 16 * 6)
+        evaluated = wait_for(
+            lambda: next(
+                (v for v in versions(base) if v["id"] == second["id"] and "comparison" in v["metrics"]),
+                None,
+            ),
+            timeout=120,
+            what="the comparison of version 1 with version 0",
+        )
+        assert set(evaluated["metrics"]["comparison"]) >= {"delta", "effect_size", "p_value"}
+        comparison = httpx.get(
+            f"{base}/v1/versions/{second['id']}/comparison?include_simulated=true", timeout=10
+        )
+        assert comparison.status_code == 200
+
+
+def test_worker_killed_mid_cycle_makes_exactly_one_version(
+    pg_loop_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Long enough tuning that the kill lands inside it; a short visibility timeout so the
+    # broker hands the unacknowledged task to the restarted worker quickly.
+    env = {**pg_loop_env, "PIRLOOP_TUNING_STEPS": "800", "PIRLOOP_VISIBILITY_TIMEOUT": "5"}
+    engine = make_engine(env["PIRLOOP_DATABASE_URL"])
+    log_path = tmp_path / "worker.log"
+
+    def runs() -> list[TrainingRun]:
+        with engine.connect() as connection:
+            return list(connection.execute(select(TrainingRun)).all())
+
+    def version_rows() -> list[GeneratorVersion]:
+        with engine.connect() as connection:
+            return list(connection.execute(select(GeneratorVersion)).all())
+
+    try:
+        with live_server(env) as base:
+            traffic(base, 16 * 6)
+            with celery_worker(env, beat=True, log_path=log_path) as worker:
+                wait_for(
+                    lambda: any(r.status == "running" for r in runs()),
+                    timeout=120,
+                    what="the cycle to start running",
+                )
+                time.sleep(3)  # into the estimator's training or the tuning
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=10)
+            # Killed mid-run: still one version, still the old one serving.
+            assert len(version_rows()) == 1
+            assert serving(base)["parent_id"] is None
+            assert [r.status for r in runs()] == ["running"]
+
+            with celery_worker(env, beat=True, log_path=log_path):
+                wait_for(
+                    lambda: [r.status for r in runs()] == ["succeeded"],
+                    timeout=400,
+                    interval=1,
+                    what=f"the redelivered cycle to finish; log:\n{log_path.read_text()[-3000:]}",
+                )
+            rows = version_rows()
+            assert len(rows) == 2, rows
+            assert serving(base)["parent_id"] == rows[0].id
+            assert runs()[0].attempts == 2
+    finally:
+        engine.dispose()
