@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def ml_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def ensure_initial_version(

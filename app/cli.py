@@ -106,12 +106,28 @@ def worker(
     beat: Annotated[bool, typer.Option(help="also run the beat scheduler (one only!)")] = False,
 ) -> None:
     """Run a Celery worker on PIRLOOP_REDIS_URL (needs the worker extra: torch)."""
+    from app.settings import get_settings
     from worker.celery_app import celery_app
 
     argv = ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO"]
     if beat:
-        argv.append("--beat")
+        argv += ["--beat", "--schedule", str(_beat_schedule_file(get_settings().data_dir))]
     celery_app.worker_main(argv)
+
+
+@app.command()
+def beat() -> None:
+    """Run the Celery beat scheduler (exactly one per deployment)."""
+    from app.settings import get_settings
+    from worker.celery_app import celery_app
+
+    schedule = _beat_schedule_file(get_settings().data_dir)
+    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+
+
+def _beat_schedule_file(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir / "celerybeat-schedule"
 
 
 @app.command()
@@ -160,7 +176,7 @@ def experiment(
         steps=steps,
         seed=seed,
         device=device,
-        json_path=json_path,
+        json_path=str(json_path),
     )
 
 

@@ -52,6 +52,8 @@ class VersionStatus(enum.StrEnum):
     training = "training"
     ready = "ready"
     serving = "serving"
+    # Was serving when an admin paused serving; resuming serves it again.
+    paused = "paused"
     retired = "retired"
     failed = "failed"
 

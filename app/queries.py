@@ -3,13 +3,14 @@ caller's unit of work decides (the request scope commits on success)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Integer, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import (
@@ -300,3 +301,178 @@ def batch_pngs(session: Session, version_id: int) -> list[bytes]:
             select(Image.png).where(Image.version_id == version_id).order_by(Image.batch_index)
         )
     ]
+
+
+# --- Dashboard, admin actions and exports -------------------------------------------------
+
+
+def traffic_by_version(session: Session, *, include_simulated: bool) -> dict[int, tuple[int, int]]:
+    """Impressions and interactions (all placements) per version: {version_id: (imp, int)}."""
+    impression_filter = [] if include_simulated else [Impression.simulated.is_(False)]
+    impressions = dict(
+        session.execute(
+            select(Impression.version_id, func.count())
+            .where(*impression_filter)
+            .group_by(Impression.version_id)
+        ).all()
+    )
+    interactions = dict(
+        session.execute(
+            select(Impression.version_id, func.count())
+            .select_from(Interaction)
+            .join(Impression, Impression.id == Interaction.impression_id)
+            .where(*impression_filter)
+            .group_by(Impression.version_id)
+        ).all()
+    )
+    return {
+        int(version_id): (int(impressions.get(version_id, 0)), int(interactions.get(version_id, 0)))
+        for version_id in set(impressions) | set(interactions)
+    }
+
+
+def images_by_id(session: Session, image_ids: Sequence[int]) -> Sequence[Image]:
+    return session.scalars(select(Image).where(Image.id.in_(list(image_ids)))).all()
+
+
+def pause_serving(session: Session) -> list[int]:
+    """Stop serving: the serving version becomes paused (durable across restarts), so the
+    picker finds nothing and impressions answer 503. Returns the paused ids."""
+    paused = list(
+        session.scalars(
+            select(GeneratorVersion.id).where(GeneratorVersion.status == VersionStatus.serving)
+        )
+    )
+    if paused:
+        session.execute(
+            update(GeneratorVersion)
+            .where(GeneratorVersion.id.in_(paused))
+            .values(status=VersionStatus.paused)
+        )
+    return paused
+
+
+def paused_version(session: Session) -> GeneratorVersion | None:
+    return session.scalar(
+        select(GeneratorVersion)
+        .where(GeneratorVersion.status == VersionStatus.paused)
+        .order_by(GeneratorVersion.promoted_at.desc(), GeneratorVersion.id.desc())
+        .limit(1)
+    )
+
+
+def retire_paused(session: Session, *, keep: int | None = None) -> None:
+    """Retire paused versions (but keep), so that a promotion during a pause leaves exactly
+    one version serving and nothing to resume."""
+    session.execute(
+        update(GeneratorVersion)
+        .where(GeneratorVersion.status == VersionStatus.paused)
+        .where(GeneratorVersion.id != (keep if keep is not None else -1))
+        .values(status=VersionStatus.retired, retired_at=utcnow())
+    )
+
+
+def _minute(column: Any, dialect: str) -> ColumnElement[Any]:
+    """Whole minutes since the epoch, in SQL, for per-minute counts on SQLite and PostgreSQL."""
+    if dialect == "sqlite":
+        return func.cast(func.strftime("%s", column), Integer) / 60
+    return func.floor(func.extract("epoch", column) / 60)
+
+
+def traffic_per_minute(session: Session, *, since: datetime) -> list[tuple[str, int, bool, int]]:
+    """(table, minute since epoch, simulated, count) for impressions and interactions."""
+    dialect = session.get_bind().dialect.name
+    result: list[tuple[str, int, bool, int]] = []
+    imp_minute = _minute(Impression.created_at, dialect).label("minute")
+    for minute, simulated, count in session.execute(
+        select(imp_minute, Impression.simulated, func.count())
+        .where(Impression.created_at >= since)
+        .group_by(imp_minute, Impression.simulated)
+    ):
+        result.append(("impressions", int(minute), bool(simulated), int(count)))
+    int_minute = _minute(Interaction.created_at, dialect).label("minute")
+    for minute, simulated, count in session.execute(
+        select(int_minute, Impression.simulated, func.count())
+        .select_from(Interaction)
+        .join(Impression, Impression.id == Interaction.impression_id)
+        .where(Interaction.created_at >= since)
+        .group_by(int_minute, Impression.simulated)
+    ):
+        result.append(("interactions", int(minute), bool(simulated), int(count)))
+    return result
+
+
+IMPRESSION_EXPORT_COLUMNS = (
+    "impression_id",
+    "created_at",
+    "version_id",
+    "image_id",
+    "placement",
+    "simulated",
+    "flagged",
+    "visitor_hash",
+)
+INTERACTION_EXPORT_COLUMNS = (
+    "interaction_id",
+    "impression_id",
+    "created_at",
+    "kind",
+    "value",
+    "version_id",
+    "image_id",
+    "placement",
+    "simulated",
+)
+
+
+def iter_export_rows(
+    session: Session,
+    table: str,
+    *,
+    version_id: int | None,
+    simulated: bool | None,
+    chunk_rows: int = 5000,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows of impressions or interactions in id order, a chunk at a time (server-side cursor
+    where the driver has one), filtered by version and by simulated (None: both)."""
+    conditions: list[ColumnElement[bool]] = []
+    if version_id is not None:
+        conditions.append(Impression.version_id == version_id)
+    if simulated is not None:
+        conditions.append(Impression.simulated.is_(simulated))
+    statement: Executable
+    if table == "impressions":
+        statement = (
+            select(
+                Impression.id,
+                Impression.created_at,
+                Impression.version_id,
+                Impression.image_id,
+                Impression.placement,
+                Impression.simulated,
+                Impression.flagged,
+                Impression.visitor_hash,
+            )
+            .where(*conditions)
+            .order_by(Impression.id)
+        )
+    else:
+        statement = (
+            select(
+                Interaction.id,
+                Interaction.impression_id,
+                Interaction.created_at,
+                Interaction.kind,
+                Interaction.value,
+                Impression.version_id,
+                Impression.image_id,
+                Impression.placement,
+                Impression.simulated,
+            )
+            .join(Impression, Impression.id == Interaction.impression_id)
+            .where(*conditions)
+            .order_by(Interaction.id)
+        )
+    result = session.execute(statement, execution_options={"yield_per": chunk_rows})
+    for partition in result.partitions():
+        yield [tuple(row) for row in partition]

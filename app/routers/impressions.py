@@ -3,11 +3,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy.orm import Session
 
 from app import queries
 from app.deps import PickerDep, SessionDep, SettingsDep
 from app.schemas import ImpressionCreate, ImpressionRead
-from app.serving import NothingToServe
+from app.serving import BatchPicker, NothingToServe
+from app.settings import Settings
 from app.tokens import hash_visitor, sign_impression
 
 router = APIRouter(prefix="/v1/impressions", tags=["impressions"])
@@ -36,9 +38,22 @@ def create_impression(
 ) -> ImpressionRead:
     """Serve the next image of the serving batch and log the impression."""
     try:
-        version_id, image_id = picker.pick(session)
+        return serve_impression(body, request, session=session, settings=settings, picker=picker)
     except NothingToServe as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
+
+
+def serve_impression(
+    body: ImpressionCreate,
+    request: Request,
+    *,
+    session: Session,
+    settings: Settings,
+    picker: BatchPicker,
+) -> ImpressionRead:
+    """Pick the next image and log its impression; raises NothingToServe. Shared by the JSON
+    route and the script-free <img> embed."""
+    version_id, image_id = picker.pick(session)
     impression = queries.insert_impression(
         session,
         image_id=image_id,

@@ -4,10 +4,10 @@ live API; simulated users over HTTP. Also: a worker SIGKILLed mid-cycle."""
 from __future__ import annotations
 
 import os
-import time
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +28,18 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], *, beat: bool, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    env: dict[str, str], *, beat: bool, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     args = [str(BIN / "pirloop"), "worker", "--concurrency", "1"]
     if beat:
         args.append("--beat")
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -78,7 +83,11 @@ def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: 
         traffic(base, 16 * 6)
         evaluated = wait_for(
             lambda: next(
-                (v for v in versions(base) if v["id"] == second["id"] and "comparison" in v["metrics"]),
+                (
+                    v
+                    for v in versions(base)
+                    if v["id"] == second["id"] and "comparison" in v["metrics"]
+                ),
                 None,
             ),
             timeout=120,

@@ -31,7 +31,8 @@ def test_embedded_loop_promotes_and_evaluates(tmp_path: Path) -> None:
     env = loop_env(tmp_path)
     with live_server(env, startup_seconds=120) as base:
         first = serving(base)
-        assert first is not None and first["parent_id"] is None
+        assert first is not None
+        assert first["parent_id"] is None
         traffic(base, 16 * 6)
         second = wait_for(
             lambda: (s := serving(base)) and s["id"] != first["id"] and s,
@@ -46,7 +47,11 @@ def test_embedded_loop_promotes_and_evaluates(tmp_path: Path) -> None:
         traffic(base, 16 * 6)
         evaluated = wait_for(
             lambda: next(
-                (v for v in versions(base) if v["id"] == second["id"] and "comparison" in v["metrics"]),
+                (
+                    v
+                    for v in versions(base)
+                    if v["id"] == second["id"] and "comparison" in v["metrics"]
+                ),
                 None,
             ),
             timeout=120,
