@@ -40,15 +40,21 @@ def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 def wait_for(
-    condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, what: str = ""
+    condition: Callable[[], Any],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    what: str | Callable[[], str] = "",
 ) -> Any:
+    """Poll condition until it returns something truthy; what (or what()) names it on failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+    described = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout}s waiting for {described or condition}")
 
 
 def versions(base: str) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: 
         second = wait_for(
             lambda: (s := serving(base)) and s["id"] != first["id"] and s,
             timeout=240,
-            what=f"a promoted version 1; worker log:\n{(tmp_path / 'worker.log').read_text()[-3000:]}",
+            what=lambda: f"version 1; worker log:\n{(tmp_path / 'worker.log').read_text()[-3000:]}",
         )
         assert second["parent_id"] == first["id"]
         traffic(base, 16 * 6)
@@ -139,7 +139,7 @@ def test_worker_killed_mid_cycle_makes_exactly_one_version(
                     lambda: [r.status for r in runs()] == ["succeeded"],
                     timeout=400,
                     interval=1,
-                    what=f"the redelivered cycle to finish; log:\n{log_path.read_text()[-3000:]}",
+                    what=lambda: f"the redelivered cycle; log:\n{log_path.read_text()[-3000:]}",
                 )
             rows = version_rows()
             assert len(rows) == 2, rows
