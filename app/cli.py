@@ -159,14 +159,45 @@ def experiment(
     steps: Annotated[int | None, typer.Option(help="tuning steps per round")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    via_api: Annotated[
+        str | None,
+        typer.Option(
+            help="drive a running service at this URL instead of running offline: its own "
+            "loop learns from the logged traffic (--images and --preset are the service's)"
+        ),
+    ] = None,
+    users: Annotated[int, typer.Option(help="virtual users (--via-api)")] = 8,
+    rate: Annotated[float, typer.Option(help="impressions/s, 0 unlimited (--via-api)")] = 0,
     json_path: Annotated[Path, typer.Option("--json", help="where to write the report")] = Path(
         "var/experiment.json"
     ),
+    grid: Annotated[Path | None, typer.Option(help="before/after grid PNG")] = None,
 ) -> None:
-    """Run the learning loop offline against a simulated objective and report the change."""
+    """Run the learning loop against a simulated objective and report the change: offline
+    (generate, observe, estimate, tune, measure), or through a running service (--via-api)."""
+    _setup_logging()
+    if via_api:
+        from worker.sim.via_api import ViaApiPlan, run_via_api
+
+        report = run_via_api(
+            ViaApiPlan(
+                url=via_api,
+                objective=objective,
+                impressions_per_image=impressions,
+                rounds=rounds,
+                users=users,
+                rate=rate,
+                seed=seed,
+                json_path=str(json_path),
+                grid_path=str(grid or json_path.with_suffix(".png")),
+            )
+        )
+        from app.report import print_loop_report
+
+        print_loop_report(report)
+        return
     from worker.ml.experiment import experiment_command
 
-    _setup_logging()
     experiment_command(
         objective=objective,
         preset=preset,
