@@ -253,5 +253,33 @@ def simulate(
     typer.echo(json.dumps(summary.as_dict(), indent=2))
 
 
+@app.command()
+def demo(
+    objective: Annotated[str, typer.Option(help="what the simulated users like")] = "color:blue",
+    images: Annotated[int, typer.Option(help="images per version")] = 200,
+    impressions: Annotated[int, typer.Option(help="impressions per image")] = 50,
+    port: Annotated[int, typer.Option(help="port of the demo service")] = 8000,
+    keep_serving: Annotated[bool, typer.Option(help="leave the service running at the end")] = (
+        False
+    ),
+    steps: Annotated[int | None, typer.Option(help="tuning steps (default: the loop's)")] = None,
+) -> None:
+    """The main job: serve cpu-small on the embedded defaults, drive it with simulated users,
+    let the loop run one full cycle, and print what changed."""
+    from worker.demo import DemoPlan, run_demo
+
+    _setup_logging()
+    run_demo(
+        DemoPlan(
+            objective=objective,
+            images=images,
+            impressions=impressions,
+            port=port,
+            keep_serving=keep_serving,
+            tuning_steps=steps,
+        )
+    )
+
+
 def main() -> None:
     app()

@@ -108,3 +108,44 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     detail: list[dict[str, object]] | None = None
+
+
+class AdminVersionRow(BaseModel):
+    """One generator version as the dashboard lists it."""
+
+    id: int
+    parent_id: int | None
+    status: str
+    source: str
+    batch_size: int
+    created_at: datetime
+    promoted_at: datetime | None
+    impressions: int
+    interactions: int
+    pir: VersionPir
+    comparison: ComparisonRead | None
+    # "recorded": measured by the worker's evaluation; "live": computed for this request.
+    comparison_source: Literal["recorded", "live"] | None
+    estimated_delta: float | None
+
+
+class LiveTraffic(BaseModel):
+    """Counts per minute over the last `window_minutes`, oldest first."""
+
+    window_minutes: int
+    minutes: list[datetime]
+    impressions_real: list[int]
+    impressions_simulated: list[int]
+    interactions_real: list[int]
+    interactions_simulated: list[int]
+
+
+class ServingState(BaseModel):
+    serving_version: int | None
+    paused_version: int | None
+    paused: bool
+
+
+class JobStarted(BaseModel):
+    job_id: str
+    task: str

@@ -1,0 +1,50 @@
+"""Embedding without a script: an <img> whose source is a fresh impression each time."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+
+from app.deps import PickerDep, SessionDep, SettingsDep
+from app.models import Placement
+from app.routers.impressions import serve_impression
+from app.schemas import ImpressionCreate
+from app.serving import NothingToServe
+
+router = APIRouter(prefix="/v1/embed", tags=["embed"])
+
+# A transparent 1x1 PNG: what an <img> shows while nothing is served, instead of a broken icon.
+BLANK_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg=="
+)
+NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+
+
+@router.get(
+    "/image",
+    status_code=303,
+    response_class=RedirectResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "nothing is being served"}},
+)
+def embed_image(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    picker: PickerDep,
+    placement: Placement = Placement.background,
+) -> Response:
+    """`<img src="https://HOST/v1/embed/image">`: log an impression and redirect (303, not
+    cached) to its image. No interactions can be reported this way, only impressions."""
+    try:
+        served = serve_impression(
+            ImpressionCreate(placement=placement),
+            request,
+            session=session,
+            settings=settings,
+            picker=picker,
+        )
+    except NothingToServe:
+        return Response(content=BLANK_PNG, media_type="image/png", headers=NO_STORE)
+    return RedirectResponse(served.image_url, status_code=303, headers=NO_STORE)
