@@ -8,14 +8,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app.artifacts import artifact_store
 from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
 from app.errors import BodySizeLimit, install_error_handlers
+from app.image_cache import ImageCache
 from app.jobs import InProcessDispatcher, make_dispatcher
-from app.routers import health, images, impressions, interactions, versions
+from app.pages import STATIC_DIR
+from app.pages import admin as admin_pages
+from app.pages import public as public_pages
+from app.routers import admin, embed, health, images, impressions, interactions, versions
 from app.scheduler import EmbeddedScheduler
+from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
 
@@ -31,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.picker = BatchPicker()
+        app.state.image_cache = ImageCache()
         app.state.jobs = make_dispatcher(settings)
         app.state.artifacts = artifact_store(settings, engine)
         scheduler = None
@@ -57,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -68,4 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, impressions.router, interactions.router, images.router):
         app.include_router(router)
     app.include_router(versions.router)
+    app.include_router(embed.router)
+    app.include_router(admin.router)
+    app.include_router(public_pages.router)
+    app.include_router(admin_pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,0 +1,31 @@
+"""The anchor: a bare FastAPI app returning the same bytes as pirloop, with no database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, Response
+
+PNG = Path(os.environ["BENCH_PNG"]).read_bytes()
+IMPRESSION = {
+    "impression_id": 123456,
+    "token": "x" * 86,
+    "image_id": 42,
+    "image_url": "http://127.0.0.1:8000/v1/images/42",
+    "generator_version": 1,
+    "placement": "background",
+    "expires_at": "2026-11-24T12:00:00Z",
+}
+
+app = FastAPI()
+
+
+@app.post("/bare/impressions", status_code=201)
+def impression(body: dict[str, object]) -> dict[str, object]:
+    return IMPRESSION
+
+
+@app.get("/bare/image")
+def image() -> Response:
+    return Response(content=PNG, media_type="image/png")

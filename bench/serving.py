@@ -1,0 +1,195 @@
+"""Serving benchmark: pirloop's impression endpoint (with its database write) and image
+endpoint, against a bare FastAPI endpoint returning the same bytes under the same uvicorn
+settings, and nginx serving the same PNG statically. Load comes from wrk in its own process.
+
+    .venv/bin/python bench/serving.py [--connections 64] [--seconds 10] [--workers 2]
+
+Prints requests/s, p50/p99 and the ratios; writes bench/results/serving.json.
+Needs PostgreSQL on 127.0.0.1, and wrk and nginx (apt-get install -y wrk nginx-light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.common import BIN, free_port, need, process, wait_http, wrk, write_result
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+def create_database() -> str:
+    name = f"pirloop_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def nginx_config(root: Path, port: int, workers: int, work: Path) -> Path:
+    config = work / "nginx.conf"
+    config.write_text(
+        f"""worker_processes {workers};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  types {{ image/png png; }}
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+    )
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn and nginx workers")
+    args = parser.parse_args()
+    nginx = need("nginx", "nginx-light")
+    work = Path(tempfile.mkdtemp(prefix="pirloop-bench-"))
+    url = create_database()
+    env = {
+        "PIRLOOP_DATABASE_URL": url,
+        "PIRLOOP_ENVIRONMENT": "production",
+        "PIRLOOP_SECRET_KEY": SECRET,
+        "PIRLOOP_ADMIN_TOKEN": SECRET,
+        "PIRLOOP_DATA_DIR": str(work),
+        "PIRLOOP_BATCH_SIZE": "200",
+        "PIRLOOP_LOG_LEVEL": "warning",
+    }
+    uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
+    try:
+        import subprocess
+
+        subprocess.run(
+            [str(BIN / "pirloop"), "db", "upgrade"],
+            env={**env, **dict(__import__("os").environ)} | env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [str(BIN / "pirloop"), "init", "--placeholder"],
+            env=dict(__import__("os").environ) | env,
+            check=True,
+            capture_output=True,
+        )
+        ports = {"pirloop": free_port(), "bare": free_port(), "nginx": free_port()}
+        (work / "static").mkdir()
+        with process(
+            [
+                str(BIN / "uvicorn"),
+                "app.main:create_app",
+                "--factory",
+                "--port",
+                str(ports["pirloop"]),
+                *uvicorn_flags,
+            ],
+            env,
+            work / "pirloop.log",
+        ):
+            base = f"http://127.0.0.1:{ports['pirloop']}"
+            wait_http(f"{base}/readyz")
+            served = httpx.post(f"{base}/v1/impressions", json={"placement": "background"}).json()
+            png = httpx.get(served["image_url"]).content
+            png_path = work / "static" / "image.png"
+            png_path.write_bytes(png)
+            with (
+                process(
+                    [
+                        str(BIN / "uvicorn"),
+                        "bench.bare_app:app",
+                        "--port",
+                        str(ports["bare"]),
+                        *uvicorn_flags,
+                    ],
+                    {"BENCH_PNG": str(png_path)},
+                    work / "bare.log",
+                ),
+                process(
+                    [
+                        nginx,
+                        "-c",
+                        str(nginx_config(work / "static", ports["nginx"], args.workers, work)),
+                    ]
+                ),
+            ):
+                bare = f"http://127.0.0.1:{ports['bare']}"
+                wait_http(f"{bare}/bare/image")
+                wait_http(f"http://127.0.0.1:{ports['nginx']}/image.png")
+                post = work / "post.lua"
+                post.write_text(
+                    'wrk.method = "POST"\n'
+                    'wrk.body = \'{"placement": "background"}\'\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                )
+                run = lambda target, script=None: wrk(  # noqa: E731
+                    target, connections=args.connections, seconds=args.seconds, script=script
+                )
+                results = {
+                    "impression_pirloop": run(f"{base}/v1/impressions", post),
+                    "impression_bare_fastapi": run(f"{bare}/bare/impressions", post),
+                    "image_pirloop": run(f"{base}/v1/images/{served['image_id']}"),
+                    "image_bare_fastapi": run(f"{bare}/bare/image"),
+                    "image_nginx": run(f"http://127.0.0.1:{ports['nginx']}/image.png"),
+                }
+    finally:
+        drop_database(url)
+    rps = {k: v["requests_per_second"] for k, v in results.items()}
+    ratios = {
+        "impression_vs_bare_fastapi": rps["impression_pirloop"] / rps["impression_bare_fastapi"],
+        "image_vs_bare_fastapi": rps["image_pirloop"] / rps["image_bare_fastapi"],
+        "image_vs_nginx": rps["image_pirloop"] / rps["image_nginx"],
+        "bare_fastapi_vs_nginx": rps["image_bare_fastapi"] / rps["image_nginx"],
+    }
+    print(f"{'endpoint':28} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:28} {r['requests_per_second']:10.0f} {r.get('p50_ms', 0):8.2f} {r.get('p99_ms', 0):8.2f} {r['non_2xx']:8d}"
+        )
+    for name, value in ratios.items():
+        print(f"ratio {name:30} {value:6.2f}x")
+    target = (
+        ratios["impression_vs_bare_fastapi"] >= 0.5
+        and results["impression_pirloop"].get("p99_ms", 1e9) <= 50
+    )
+    print(
+        f"target (impression >= 0.5x bare, p99 <= 50 ms at {args.connections} connections): {'met' if target else 'NOT met'}"
+    )
+    path = write_result(
+        "serving",
+        {
+            "connections": args.connections,
+            "seconds": args.seconds,
+            "workers": args.workers,
+            "results": results,
+            "ratios": ratios,
+            "target_met": target,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
