@@ -18,6 +18,7 @@ from app import queries
 from app.database import session_scope
 from app.models import RunStatus, TrainingRun, VersionStatus, utcnow
 from app.settings import Settings
+from worker.jobs.abuse import flag_visitors
 from worker.jobs.batches import draw_batch, version_checkpoint
 from worker.jobs.context import JobContext, job_context
 from worker.jobs.evaluation import evaluate_version, evaluation_due
@@ -82,6 +83,7 @@ def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     or workers at once: the database admits one active cycle only."""
     ctx = job_context()
     abandon_stale_runs(ctx)
+    flag_visitors()  # bots are left out before anything counts impressions
     with session_scope(ctx.sessions) as session:
         serving = queries.serving_version(session)
         if serving is None:

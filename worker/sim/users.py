@@ -25,6 +25,8 @@ from worker.sim.objectives import Objective, load_objective, rating_from_probabi
 log = logging.getLogger(__name__)
 
 BOT_KINDS = ("bot:click-all", "bot:flood")
+PAGES_PER_VISITOR = 5
+THINK_SECONDS = (0.3, 1.2)
 
 
 @dataclass(frozen=True)
@@ -169,21 +171,34 @@ class Simulation:
         behaviour = self.behaviours[population.behaviour]
         rng = random.Random(plan.seed * 100_003 + index)
         flood = behaviour.bot == "bot:flood"
-        visitor = "sim-flood" if flood else f"sim-{plan.seed}-{index}"
         interval = 0.0 if plan.rate == 0 or flood else plan.users / plan.rate
         next_at = started + rng.random() * interval
+        pending: set[asyncio.Task[None]] = set()
+        served = 0
         while self._take_ticket():
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += interval
+            # A virtual user slot stands for a stream of people, each seeing a few pages, as
+            # on a real site; a bot keeps one identity.
+            person = served // PAGES_PER_VISITOR
+            visitor = f"bot-{index}" if behaviour.bot else f"sim-{plan.seed}-{index}-{person}"
+            served += 1
             try:
-                await self._one(client, behaviour, visitor, rng)
+                await self._one(client, behaviour, visitor, rng, pending)
             except httpx.HTTPError as exc:
                 self.summary.errors[exc.__class__.__name__] += 1
                 await asyncio.sleep(0.5)
+        if pending:
+            await asyncio.gather(*pending)
 
     async def _one(
-        self, client: httpx.AsyncClient, behaviour: _Behaviour, visitor: str, rng: random.Random
+        self,
+        client: httpx.AsyncClient,
+        behaviour: _Behaviour,
+        visitor: str,
+        rng: random.Random,
+        pending: set[asyncio.Task[None]],
     ) -> None:
         placement = self.plan.placement
         response = await client.post(
@@ -216,11 +231,24 @@ class Simulation:
         else:
             body = None
         if body is not None:
+            # People look before they act; bots do not. The user goes on meanwhile, so think
+            # time costs no throughput.
+            delay = 0.0 if behaviour.bot else rng.uniform(*THINK_SECONDS)
+            task = asyncio.create_task(self._act(client, body, delay))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    async def _act(self, client: httpx.AsyncClient, body: dict[str, Any], delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
             result = await client.post("/v1/interactions", json=body)
-            if result.status_code in (200, 201):
-                self.summary.interactions += 1
-            else:
-                self.summary.errors[f"interaction {result.status_code}"] += 1
+        except httpx.HTTPError as exc:
+            self.summary.errors[exc.__class__.__name__] += 1
+            return
+        if result.status_code in (200, 201):
+            self.summary.interactions += 1
+        else:
+            self.summary.errors[f"interaction {result.status_code}"] += 1
 
 
 def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> SimulationSummary:
