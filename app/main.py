@@ -19,6 +19,7 @@ from app.jobs import InProcessDispatcher, make_dispatcher
 from app.pages import STATIC_DIR
 from app.pages import admin as admin_pages
 from app.pages import public as public_pages
+from app.ratelimit import ClientRateLimit, make_rate_limiter
 from app.routers import admin, embed, health, images, impressions, interactions, versions
 from app.scheduler import EmbeddedScheduler
 from app.security import SecurityHeaders
@@ -64,6 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.rate_limiter = make_rate_limiter(settings.redis_url)
+    app.add_middleware(
+        ClientRateLimit,
+        limiter=app.state.rate_limiter,
+        per_minute=settings.rate_limit_ip_per_minute,
+    )
     app.add_middleware(SecurityHeaders)
     if settings.cors_origins:
         app.add_middleware(

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Tokens and public endpoints.
     token_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    # Public write endpoints, requests per minute; 0 turns a limit off. One address may hide
+    # many people (offices, mobile carriers), so its limit is the higher one.
+    rate_limit_ip_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_visitor_per_minute: int = Field(default=60, ge=0)
     cors_origins: list[str] = []
 
     @property

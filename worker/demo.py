@@ -48,6 +48,8 @@ def demo_env(plan: DemoPlan) -> dict[str, str]:
         "PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE": str(plan.impressions),
         "PIRLOOP_USE_SIMULATED_TRAFFIC": "true",
         "PIRLOOP_SCHEDULER_INTERVAL_SECONDS": "2",
+        # Every simulated user comes from 127.0.0.1; the per-address limit would stop them.
+        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
     }
     if plan.tuning_steps is not None:
         env["PIRLOOP_TUNING_STEPS"] = str(plan.tuning_steps)

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.deps import PickerDep, SessionDep, SettingsDep
+from app.ratelimit import RateLimiter, too_many
 from app.schemas import ImpressionCreate, ImpressionRead
 from app.serving import BatchPicker, NothingToServe
 from app.settings import Settings
@@ -53,13 +54,22 @@ def serve_impression(
 ) -> ImpressionRead:
     """Pick the next image and log its impression; raises NothingToServe. Shared by the JSON
     route and the script-free <img> embed."""
+    visitor_hash = hash_visitor(settings.secret_key, raw_visitor(request, body))
+    if settings.rate_limit_visitor_per_minute:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        wait = limiter.hit(f"visitor:{visitor_hash}", settings.rate_limit_visitor_per_minute)
+        if wait is not None:
+            headers, _ = too_many(wait)
+            raise HTTPException(
+                status_code=429, detail="too many impressions for this visitor", headers=headers
+            )
     version_id, image_id = picker.pick(session)
     impression = queries.insert_impression(
         session,
         image_id=image_id,
         version_id=version_id,
         placement=body.placement,
-        visitor_hash=hash_visitor(settings.secret_key, raw_visitor(request, body)),
+        visitor_hash=visitor_hash,
         simulated=body.simulated,
     )
     token, expires_at = sign_impression(

@@ -34,6 +34,9 @@ def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         "PIRLOOP_ESTIMATOR_EPOCHS": "3",
         "PIRLOOP_USE_SIMULATED_TRAFFIC": "true",
         "PIRLOOP_TORCH_THREADS": "1",
+        # Bots must be caught by their behaviour here, not stopped at the door.
+        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
+        "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "0",
     }
     env.update(overrides)
     return env

@@ -1,0 +1,120 @@
+"""Rate limits on the public endpoints, per client address and per visitor.
+
+With Redis configured the counts are shared by every API process (fixed one-minute windows);
+without, each process keeps its own token buckets (the embedded default is one process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from typing import Protocol
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LIMITED_PATHS = ("/v1/impressions", "/v1/interactions", "/v1/beacon", "/v1/embed")
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, per_minute: int) -> float | None:
+        """Count one request; return seconds to wait if over the limit, else None."""
+
+
+class MemoryRateLimiter:
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def hit(self, key: str, per_minute: int) -> float | None:
+        now = time.monotonic()
+        rate = per_minute / 60.0
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(per_minute), now))
+            tokens = min(float(per_minute), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / rate
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > 100_000:
+                self._forget_full(now, rate)
+        return None
+
+    def _forget_full(self, now: float, rate: float) -> None:
+        # Buckets that have refilled completely carry no information.
+        stale = [k for k, (_, last) in self._buckets.items() if now - last > 120]
+        for key in stale:
+            del self._buckets[key]
+
+
+class RedisRateLimiter:
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5)
+
+    def hit(self, key: str, per_minute: int) -> float | None:
+        now = time.time()
+        window = int(now // 60)
+        name = f"pirloop:rl:{key}:{window}"
+        try:
+            pipe = self._redis.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, 61)
+            count = int(pipe.execute()[0])
+        except Exception:
+            # A limiter outage must not take the public endpoints down with it.
+            log.warning("rate limiter unavailable; letting the request through")
+            return None
+        if count > per_minute:
+            return (window + 1) * 60 - now
+        return None
+
+
+def make_rate_limiter(redis_url: str) -> RateLimiter:
+    return RedisRateLimiter(redis_url) if redis_url else MemoryRateLimiter()
+
+
+def too_many(retry_after: float) -> tuple[dict[str, str], bytes]:
+    seconds = str(max(1, math.ceil(retry_after)))
+    body = {"error": "rate_limited", "message": f"too many requests; retry in {seconds} s"}
+    return {"Retry-After": seconds}, json.dumps(body).encode()
+
+
+class ClientRateLimit:
+    """429 with Retry-After when one client address sends more than per_minute requests to
+    the public write endpoints."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, per_minute: int) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.per_minute = per_minute
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.per_minute > 0
+            and scope["path"].startswith(LIMITED_PATHS)
+        ):
+            client = scope.get("client")
+            address = client[0] if client else "unknown"
+            retry_after = self.limiter.hit(f"ip:{address}", self.per_minute)
+            if retry_after is not None:
+                headers, body = too_many(retry_after)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 429,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"retry-after", headers["Retry-After"].encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
