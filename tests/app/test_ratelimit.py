@@ -49,7 +49,8 @@ def test_memory_bucket_refills() -> None:
     limiter = MemoryRateLimiter()
     assert [limiter.hit("k", 2) for _ in range(2)] == [None, None]
     wait = limiter.hit("k", 2)
-    assert wait is not None and 0 < wait <= 30
+    assert wait is not None
+    assert 0 < wait <= 30
 
 
 @pytest.mark.redis
