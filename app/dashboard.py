@@ -122,7 +122,12 @@ def image_extremes(
 
 
 def per_image_pir(
-    session: Session, settings: Settings, version_id: int, *, placement: str, include_simulated: bool
+    session: Session,
+    settings: Settings,
+    version_id: int,
+    *,
+    placement: str,
+    include_simulated: bool,
 ) -> list[float]:
     counts = aggregates.version_image_counts(
         session, settings, version_id, placement=placement, include_simulated=include_simulated

@@ -6,14 +6,18 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from app.jobs import JobDispatcher
+from app.ratelimit import RateLimiter, too_many
 from app.serving import BatchPicker
 from app.settings import Settings
 
 ADMIN_COOKIE = "pirloop_admin"
+# Ids in paths: positive, and within a 64-bit integer column on every database.
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -65,8 +69,22 @@ def is_admin_token(settings: Settings, token: str | None) -> bool:
     return hmac.compare_digest(token.encode(), settings.admin_token.encode())
 
 
+def throttle_admin_failure(request: Request, settings: Settings) -> None:
+    """Count a failed admin credential from this address; past the limit, refuse with 429
+    (so guessing the token costs minutes per handful of tries)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.hit(f"admin-fail:{address}", settings.admin_failures_per_minute)
+    if wait is not None:
+        headers, _ = too_many(wait)
+        raise HTTPException(
+            status_code=429, detail="too many failed admin sign-ins; wait", headers=headers
+        )
+
+
 def require_admin(request: Request, settings: SettingsDep) -> None:
     if not is_admin_token(settings, presented_admin_token(request)):
+        throttle_admin_failure(request, settings)
         raise HTTPException(
             status_code=401,
             detail="admin credentials required",
@@ -75,3 +93,14 @@ def require_admin(request: Request, settings: SettingsDep) -> None:
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def require_same_origin(request: Request) -> None:
+    """A cookie-authenticated change must come from pirloop's own pages. The cookie is
+    SameSite=Strict already; this also refuses a cross-origin Origin header outright."""
+    origin = request.headers.get("origin")
+    if origin is None or request.headers.get("authorization"):
+        return
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin != own:
+        raise HTTPException(status_code=403, detail="cross-origin admin request refused")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -66,7 +66,8 @@ def _chunks(
 
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        # SQLite hands back naive datetimes; every stored time is UTC.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
     return value

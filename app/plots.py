@@ -83,7 +83,8 @@ def _open(title: str, description: str) -> list[str]:
         f'<svg class="plot" viewBox="0 0 {WIDTH} {HEIGHT}" xmlns="http://www.w3.org/2000/svg" '
         f'role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title><desc>{escape(description)}</desc>",
-        f'<text class="plot-title" x="{WIDTH / 2}" y="20" text-anchor="middle">{escape(title)}</text>',
+        f'<text class="plot-title" x="{WIDTH / 2}" y="20" text-anchor="middle">'
+        f"{escape(title)}</text>",
     ]
 
 
@@ -300,7 +301,8 @@ def histogram(
             x0, x1 = frame.x(low + b * width), frame.x(low + (b + 1) * width)
             y = frame.y(count)
             parts.append(
-                f'<rect class="bar" x="{x0 + 0.5:.1f}" y="{y:.1f}" width="{max(x1 - x0 - 1, 1):.1f}" '
+                f'<rect class="bar" x="{x0 + 0.5:.1f}" y="{y:.1f}" '
+                f'width="{max(x1 - x0 - 1, 1):.1f}" '
                 f'height="{frame.y(0) - y:.1f}" fill="{colour}" fill-opacity="0.55">'
                 f"<title>{escape(drawn[index][0])}: {count} images</title></rect>"
             )

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # many people (offices, mobile carriers), so its limit is the higher one.
     rate_limit_ip_per_minute: int = Field(default=1200, ge=0)
     rate_limit_visitor_per_minute: int = Field(default=60, ge=0)
+    # Failed admin sign-ins (form or bearer) per address per minute before 429.
+    admin_failures_per_minute: int = Field(default=10, ge=1)
     cors_origins: list[str] = []
 
     @property

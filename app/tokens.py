@@ -47,6 +47,8 @@ def sign_impression(
 def verify_impression(secret: str, token: str, *, now: float | None = None) -> ImpressionClaims:
     if not isinstance(token, str) or token.count(".") != 1 or len(token) > 512:
         raise TokenError("token is malformed")
+    if not token.isascii():
+        raise TokenError("token is malformed: it has characters outside ASCII")
     payload, signature = token.split(".")
     if not hmac.compare_digest(_signature(secret, payload), signature):
         raise TokenError("token signature is invalid")

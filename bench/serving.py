@@ -11,6 +11,8 @@ Needs PostgreSQL on 127.0.0.1, and wrk and nginx (apt-get install -y wrk nginx-l
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,7 +21,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.common import BIN, free_port, need, process, wait_http, wrk, write_result
+from bench.common import BIN, free_port, need, process, wait_http, write_result, wrk
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-secret-key-0123456789abcdef"
@@ -81,17 +83,15 @@ def main() -> None:
     }
     uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
     try:
-        import subprocess
-
         subprocess.run(
             [str(BIN / "pirloop"), "db", "upgrade"],
-            env={**env, **dict(__import__("os").environ)} | env,
+            env={**os.environ, **env},
             check=True,
             capture_output=True,
         )
         subprocess.run(
             [str(BIN / "pirloop"), "init", "--placeholder"],
-            env=dict(__import__("os").environ) | env,
+            env={**os.environ, **env},
             check=True,
             capture_output=True,
         )
@@ -165,18 +165,16 @@ def main() -> None:
     }
     print(f"{'endpoint':28} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
-        print(
-            f"{name:28} {r['requests_per_second']:10.0f} {r.get('p50_ms', 0):8.2f} {r.get('p99_ms', 0):8.2f} {r['non_2xx']:8d}"
-        )
+        rps, p50, p99 = r["requests_per_second"], r.get("p50_ms", 0), r.get("p99_ms", 0)
+        print(f"{name:28} {rps:10.0f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}")
     for name, value in ratios.items():
         print(f"ratio {name:30} {value:6.2f}x")
     target = (
         ratios["impression_vs_bare_fastapi"] >= 0.5
         and results["impression_pirloop"].get("p99_ms", 1e9) <= 50
     )
-    print(
-        f"target (impression >= 0.5x bare, p99 <= 50 ms at {args.connections} connections): {'met' if target else 'NOT met'}"
-    )
+    verdict = "met" if target else "NOT met"
+    print(f"target (impression >= 0.5x bare, p99 <= 50 ms, {args.connections} conns): {verdict}")
     path = write_result(
         "serving",
         {

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from app import queries
-from app.deps import SessionDep
+from app.deps import IdPath, SessionDep
 from app.image_cache import CachedImage, ImageCache
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -16,7 +16,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 304: {"description": "not modified"}},
 )
-def get_image(image_id: int, request: Request, session: SessionDep) -> Response:
+def get_image(image_id: IdPath, request: Request, session: SessionDep) -> Response:
     """The PNG of one image. Images never change, so they are cached for a year."""
     cache: ImageCache = request.app.state.image_cache
     image = cache.get(image_id)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from app import aggregates, queries
-from app.deps import SessionDep, SettingsDep
+from app.deps import IdPath, SessionDep, SettingsDep
 from app.models import GeneratorVersion, Placement
 from app.schemas import ComparisonRead, ImagePir, VersionPir, VersionRead
 
@@ -45,13 +45,13 @@ def list_versions(session: SessionDep) -> list[VersionRead]:
 
 
 @router.get("/{version_id}")
-def get_version(version_id: int, session: SessionDep) -> VersionRead:
+def get_version(version_id: IdPath, session: SessionDep) -> VersionRead:
     return _read(_version_or_404(session, version_id))
 
 
 @router.get("/{version_id}/pir")
 def version_pir(
-    version_id: int,
+    version_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     placement: PlacementQuery = Placement.background,
@@ -66,7 +66,7 @@ def version_pir(
 
 @router.get("/{version_id}/images")
 def version_images_pir(
-    version_id: int,
+    version_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     placement: PlacementQuery = Placement.background,
@@ -82,7 +82,7 @@ def version_images_pir(
 
 @router.get("/{version_id}/comparison")
 def version_comparison(
-    version_id: int,
+    version_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     placement: PlacementQuery = Placement.background,

@@ -69,3 +69,18 @@ def test_redis_limiter_is_shared_between_instances() -> None:
     assert first.hit(key, 2) is None
     assert second.hit(key, 2) is None
     assert first.hit(key, 2) is not None
+
+
+def test_failed_admin_credentials_are_throttled(sqlite_url: str, tmp_path: Path) -> None:
+    settings = make_settings(sqlite_url, tmp_path, admin_failures_per_minute=3)
+    with TestClient(create_app(settings)) as client:
+        wrong = {"Authorization": "Bearer not-the-token"}
+        codes = [client.get("/v1/admin/versions", headers=wrong).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        login = client.post(
+            "/admin/login",
+            content=b"token=guess",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert login.status_code == 429
+        assert "retry-after" in login.headers

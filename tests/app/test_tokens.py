@@ -25,3 +25,8 @@ def test_visitor_hash_is_salted_and_stable() -> None:
     assert hash_visitor(SECRET, "ip:1.2.3.4") == hash_visitor(SECRET, "ip:1.2.3.4")
     assert hash_visitor(SECRET, "ip:1.2.3.4") != hash_visitor("y" * 32, "ip:1.2.3.4")
     assert "1.2.3.4" not in hash_visitor(SECRET, "ip:1.2.3.4")
+
+
+def test_non_ascii_token_is_malformed_not_a_crash() -> None:
+    with pytest.raises(TokenError, match="ASCII"):
+        verify_impression(SECRET, ".\u0080")

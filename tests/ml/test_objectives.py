@@ -42,7 +42,9 @@ def test_filter_objective_is_a_share_in_unit_range() -> None:
     assert values.shape == (5,)
     assert ((values > 0) & (values < 1)).all()
     # Selecting every filter of the layer gives the whole layer's norm.
-    whole = load_objective(f"filter:conv1_1:{objective.reference.activations(images)['conv1_1'].shape[1]}:3")
+    whole = load_objective(
+        f"filter:conv1_1:{objective.reference.activations(images)['conv1_1'].shape[1]}:3"
+    )
     assert whole(images) == pytest.approx(torch.ones(5), abs=1e-5)
     assert "conv3_1" in objective.describe()
 

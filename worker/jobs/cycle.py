@@ -257,7 +257,10 @@ def _publish(
         queries.add_images(session, version.id, rows)
         version.batch_size = len(rows)
         version.metrics = metrics
-        queries.promote_version(session, version.id)
+        # An operator's pause outlasts the cycle: the new version waits, ready, for a resume
+        # or a promotion instead of ending the pause by itself.
+        if queries.paused_version(session) is None:
+            queries.promote_version(session, version.id)
         queries.mark_run(
             session, run, status=RunStatus.succeeded, metrics={**metrics, "version_id": version.id}
         )

@@ -23,6 +23,7 @@ from scipy import stats as scipy_stats
 from torch import nn
 
 from worker.ml.checkpoints import FORMAT_VERSION, CheckpointError
+from worker.ml.device import flush_denormals
 from worker.ml.gan import Discriminator, GanConfig
 from worker.ml.progress import progress_bar
 
@@ -117,6 +118,9 @@ class _DiscriminatorTrunk(nn.Module):
 class _TorchvisionTrunk(nn.Module):
     """resnet18 / inception_v3 without their classifier, fed ImageNet-normalised resized input."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, name: str, weights_path: str | None) -> None:
         super().__init__()
         from torchvision import models
@@ -137,8 +141,10 @@ class _TorchvisionTrunk(nn.Module):
             missing, _ = net.load_state_dict(state, strict=False)
             if [k for k in missing if not k.startswith("fc.")]:
                 raise ValueError(f"{path} does not hold {name} weights (missing {missing[:3]})")
-        self.out_dim = int(net.fc.in_features)  # type: ignore[union-attr]
-        net.fc = nn.Identity()  # type: ignore[assignment]
+        classifier = net.fc
+        assert isinstance(classifier, nn.Linear)
+        self.out_dim = classifier.in_features
+        net.fc = nn.Identity()
         self.net = net
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
@@ -151,9 +157,9 @@ class _TorchvisionTrunk(nn.Module):
 class PirEstimator(nn.Module):
     """images [N, 3, H, W] in [0, 1] -> logits over cfg.bins PIR bins."""
 
-    def __init__(
-        self, cfg: EstimatorConfig, *, discriminator: Discriminator | None = None
-    ) -> None:
+    bin_centres: torch.Tensor
+
+    def __init__(self, cfg: EstimatorConfig, *, discriminator: Discriminator | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         trunk: nn.Module
@@ -168,8 +174,10 @@ class PirEstimator(nn.Module):
         else:
             trunk = _TorchvisionTrunk(cfg.backbone, cfg.weights_path)
         self.trunk = trunk
-        out_dim = int(trunk.out_dim)  # type: ignore[arg-type]
-        self.head = nn.Sequential(nn.Linear(out_dim, 128), nn.LeakyReLU(0.2), nn.Linear(128, cfg.bins))
+        out_dim = int(trunk.out_dim)
+        self.head = nn.Sequential(
+            nn.Linear(out_dim, 128), nn.LeakyReLU(0.2), nn.Linear(128, cfg.bins)
+        )
         edges = torch.linspace(0, 1, cfg.bins + 1)
         self.register_buffer("bin_centres", (edges[:-1] + edges[1:]) / 2)
 
@@ -180,7 +188,7 @@ class PirEstimator(nn.Module):
         """Differentiable bin-centre expectation [N] (what tuning maximises)."""
         temp = self.cfg.temperature if temperature is None else temperature
         probs = F.softmax(self(x) / temp, dim=1)
-        return probs @ self.bin_centres  # type: ignore[operator]
+        return probs @ self.bin_centres
 
     @torch.no_grad()
     def predict(
@@ -189,7 +197,7 @@ class PirEstimator(nn.Module):
         """Estimated PIR [N] for images in [0, 1], in eval mode, on the CPU."""
         was_training = self.training
         self.eval()
-        device = self.bin_centres.device  # type: ignore[union-attr]
+        device = self.bin_centres.device
         try:
             out = [
                 self.expected_pir(x[i : i + batch_size].to(device), temperature=temperature).cpu()
@@ -238,6 +246,7 @@ def train_estimator(
         raise ValueError("impressions and positives must be vectors with one entry per image")
     if (impressions <= 0).any():
         raise ValueError("every image needs at least one impression")
+    flush_denormals()
     torch.manual_seed(cfg.seed)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_holdout = max(1, round(n * cfg.holdout_fraction))
@@ -306,7 +315,9 @@ def train_estimator(
     }
     logger.info(
         "estimator: held-out MAE %.4f, corr %.3f, calibration error %.4f",
-        metrics["heldout_mae"], metrics["heldout_corr"], metrics["calibration_error"],
+        metrics["heldout_mae"],
+        metrics["heldout_corr"],
+        metrics["calibration_error"],
     )
     return estimator, metrics
 

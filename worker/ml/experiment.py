@@ -152,7 +152,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         estimated_pre = estimator.predict(pre_images)
         estimated_post = estimator.predict(post_images)
         estimated_delta = float(estimated_post.mean() - estimated_pre.mean())
-        result = {
+        result: dict[str, Any] = {
             "round": round_index + 1,
             "pre_mean": comparison.before.mean,
             "post_mean": comparison.after.mean,
@@ -281,7 +281,16 @@ def experiment_command(
     )
     results = run_experiment(cfg, progress=progress)
     table = Table(title=f"{objective}: {images} images x {impressions} impressions")
-    for column in ("round", "PIR before", "PIR after", "delta", "est. delta", "d", "p", "diversity"):
+    for column in (
+        "round",
+        "PIR before",
+        "PIR after",
+        "delta",
+        "est. delta",
+        "d",
+        "p",
+        "diversity",
+    ):
         table.add_column(column, justify="right")
     for row in results["rounds"]:
         table.add_row(
@@ -296,6 +305,8 @@ def experiment_command(
         )
     console = Console()
     console.print(table)
-    console.print(f"{results['steps']} tuning steps per round, {results['seconds']:.0f}s on "
-                  f"{results['device']}")
+    console.print(
+        f"{results['steps']} tuning steps per round, {results['seconds']:.0f}s on "
+        f"{results['device']}"
+    )
     return results

@@ -27,7 +27,7 @@ class GanConfig:
     """Size of the latent vector z ~ N(0, I)."""
     start_size: int = 4
     """Side of the spatial map the generator's linear layer produces."""
-    g_channels: int = 128
+    g_channels: int = 64
     """Channels of the generator's first map; each upsampling block halves them."""
     d_channels: int = 32
     """Channels of the discriminator's first convolution; each later one doubles them."""
@@ -191,7 +191,11 @@ def init_weights(module: nn.Module) -> None:
 
 
 def make_optimizers(
-    cfg: GanConfig, generator: Generator, discriminator: Discriminator, *, lr_g: float | None = None,
+    cfg: GanConfig,
+    generator: Generator,
+    discriminator: Discriminator,
+    *,
+    lr_g: float | None = None,
     lr_d: float | None = None,
 ) -> tuple[torch.optim.Adam, torch.optim.RMSprop]:
     """Adam for the generator and RMSProp for the discriminator, as in the paper."""

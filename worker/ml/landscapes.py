@@ -29,12 +29,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _CHUNK = 1024
 
 # Per time of day: sky at the top, sky at the horizon, sun/moon, clouds, light on the land.
-_SKY_TOP = torch.tensor([[0.38, 0.45, 0.78], [0.22, 0.48, 0.92], [0.25, 0.14, 0.42], [0.02, 0.03, 0.10]])
+_SKY_TOP = torch.tensor(
+    [[0.38, 0.45, 0.78], [0.22, 0.48, 0.92], [0.25, 0.14, 0.42], [0.02, 0.03, 0.10]]
+)
 _SKY_HORIZON = torch.tensor(
     [[1.00, 0.72, 0.55], [0.72, 0.86, 1.00], [1.00, 0.45, 0.20], [0.10, 0.13, 0.28]]
 )
-_SUN = torch.tensor([[1.00, 0.88, 0.55], [1.00, 1.00, 0.86], [1.00, 0.55, 0.25], [0.92, 0.92, 0.85]])
-_CLOUD = torch.tensor([[1.00, 0.80, 0.78], [0.96, 0.96, 0.98], [0.85, 0.45, 0.40], [0.22, 0.22, 0.28]])
+_SUN = torch.tensor(
+    [[1.00, 0.88, 0.55], [1.00, 1.00, 0.86], [1.00, 0.55, 0.25], [0.92, 0.92, 0.85]]
+)
+_CLOUD = torch.tensor(
+    [[1.00, 0.80, 0.78], [0.96, 0.96, 0.98], [0.85, 0.45, 0.40], [0.22, 0.22, 0.28]]
+)
 _LIGHT = torch.tensor([0.85, 1.00, 0.72, 0.28])
 _TIME_PROBS = torch.tensor([0.2, 0.4, 0.2, 0.2])
 
@@ -93,7 +99,9 @@ def _over(base: torch.Tensor, colour: torch.Tensor, alpha: torch.Tensor) -> torc
     return base * (1 - alpha.unsqueeze(1)) + colour * alpha.unsqueeze(1)
 
 
-def _render_chunk(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _render_chunk(
+    n: int, size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     soft = 0.6 / size
     ys = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     y = ys.view(1, size, 1)

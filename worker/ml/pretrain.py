@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from worker.ml.checkpoints import CheckpointError, gan_checkpoint, load_checkpoint, save_checkpoint
+from worker.ml.device import flush_denormals
 from worker.ml.gan import (
     Discriminator,
     GanConfig,
@@ -68,6 +69,7 @@ def pretrain(
             f"data must be [N, 3, {cfg.image_size}, {cfg.image_size}], got {tuple(data.shape)}"
         )
 
+    flush_denormals()
     torch.manual_seed(cfg.seed)
     generator, discriminator = Generator(cfg), Discriminator(cfg)
     init_weights(generator)
@@ -103,8 +105,15 @@ def pretrain(
                 save_checkpoint(
                     ckpt_path,
                     gan_checkpoint(
-                        cfg, generator, discriminator, opt_g, opt_d, step, fingerprint,
-                        rng_state=rng.get_state(), metrics=metrics,
+                        cfg,
+                        generator,
+                        discriminator,
+                        opt_g,
+                        opt_d,
+                        step,
+                        fingerprint,
+                        rng_state=rng.get_state(),
+                        metrics=metrics,
                     ),
                 )
     seconds = time.perf_counter() - started
@@ -112,7 +121,13 @@ def pretrain(
         save_checkpoint(
             ckpt_path,
             gan_checkpoint(
-                cfg, generator, discriminator, opt_g, opt_d, step, fingerprint,
+                cfg,
+                generator,
+                discriminator,
+                opt_g,
+                opt_d,
+                step,
+                fingerprint,
                 rng_state=rng.get_state(),
             ),
         )
@@ -187,10 +202,14 @@ def _restore(
     ckpt = load_checkpoint(path, kind="gan")
     saved = dict(ckpt["config"])
     wanted = cfg.to_dict()
-    differing = sorted(k for k in wanted if saved.get(k) != wanted[k] and k not in _RESUMABLE_CHANGES)
+    differing = sorted(
+        k for k in wanted if saved.get(k) != wanted[k] and k not in _RESUMABLE_CHANGES
+    )
     if differing:
-        raise CheckpointError(f"{path} was trained with a different config ({differing}); "
-                              "use another out_dir or resume=False")
+        raise CheckpointError(
+            f"{path} was trained with a different config ({differing}); "
+            "use another out_dir or resume=False"
+        )
     if ckpt.get("fingerprint") != fingerprint:
         raise CheckpointError(f"{path} was trained on different data; use resume=False")
     generator.load_state_dict(ckpt["generator"])

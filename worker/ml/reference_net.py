@@ -122,6 +122,9 @@ class LandscapeVgg(nn.Module):
 class TorchvisionVgg(nn.Module):
     """ImageNet VGG16 from a local state-dict file, fed 64 px ImageNet-normalised input."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, path: Path) -> None:
         super().__init__()
         from torchvision import models

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from worker.ml.device import flush_denormals
 from worker.ml.diversity import mean_pairwise_distance, pooled_features
 from worker.ml.estimator import PirEstimator
 from worker.ml.gan import (
@@ -76,6 +77,7 @@ def tune_generator(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Tune generator (and discriminator) in place; return loss curves and predicted PIRs."""
+    flush_denormals()
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     generator.to(device).train()

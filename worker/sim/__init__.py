@@ -1,0 +1,1 @@
+"""Simulated people: objectives that stand in for true PIR, and observation models."""

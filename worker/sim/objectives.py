@@ -92,9 +92,7 @@ class FilterObjective:
         _check_images(images)
         out = []
         for start in range(0, len(images), 512):
-            acts = self.reference.activations(images[start : start + 512].float().cpu())[
-                self.layer
-            ]
+            acts = self.reference.activations(images[start : start + 512].float().cpu())[self.layer]
             chosen = acts[:, self.filters].flatten(1).norm(dim=1)
             total = acts.flatten(1).norm(dim=1).clamp(min=1e-8)
             out.append(chosen / total)
@@ -159,12 +157,12 @@ def load_objective(spec: str) -> Objective:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # any import-time failure means the spec is unusable
-            raise ValueError(f"objective {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+            raise ValueError(
+                f"objective {spec!r}: cannot import module {module_name!r}: {exc}"
+            ) from exc
         func = getattr(module, attr, None)
         if func is None or not callable(func):
-            raise ValueError(
-                f"objective {spec!r}: module {module_name!r} has no callable {attr!r}"
-            )
+            raise ValueError(f"objective {spec!r}: module {module_name!r} has no callable {attr!r}")
         return CallableObjective(spec, func)
     raise ValueError(f"objective {spec!r}: unknown kind {kind!r} (use color:, filter: or py:)")
 

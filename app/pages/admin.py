@@ -1,0 +1,286 @@
+"""The admin dashboard at /admin: a login form that sets an HttpOnly, SameSite=Strict cookie,
+the dashboard itself, and form actions that answer with a redirect back to it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app import dashboard, plots, queries
+from app.deps import (
+    ADMIN_COOKIE,
+    JobsDep,
+    PickerDep,
+    SessionDep,
+    SettingsDep,
+    is_admin_token,
+    presented_admin_token,
+    require_same_origin,
+    throttle_admin_failure,
+)
+from app.models import GeneratorVersion, VersionStatus
+from app.pages import templates
+from app.schemas import AdminVersionRow
+from app.settings import Settings
+
+router = APIRouter(prefix="/admin", tags=["pages"], include_in_schema=False)
+SAME_ORIGIN = [Depends(require_same_origin)]
+LOGIN = "/admin/login"
+NOTICES = {
+    "cycle": "A learning cycle was requested.",
+    "paused": "Serving is paused: impressions answer 503 until you resume or promote.",
+    "resumed": "Serving resumed.",
+    "promoted": "Version promoted: it is serving now.",
+}
+TUNING_CURVES = (
+    ("loss_fool", "fool D"),
+    ("loss_anchor", "anchor"),
+    ("loss_diversity", "diversity"),
+    ("loss_d", "discriminator"),
+    ("predicted_pir", "predicted PIR"),
+)
+SAMPLE_VERSIONS = 6
+
+
+def _signed_in(request: Request, settings: Settings) -> bool:
+    return is_admin_token(settings, presented_admin_token(request))
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse(LOGIN, status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, settings: SettingsDep) -> Response:
+    if _signed_in(request, settings):
+        return RedirectResponse("/admin", status_code=303)
+    return templates.TemplateResponse(request, "admin_login.html", {"title": "Sign in"})
+
+
+@router.post("/login", response_class=HTMLResponse, dependencies=SAME_ORIGIN)
+async def login(request: Request, settings: SettingsDep) -> Response:
+    # A urlencoded form parsed by hand: one field does not warrant python-multipart.
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = (form.get("token") or [""])[0].strip()
+    if not is_admin_token(settings, token):
+        throttle_admin_failure(request, settings)
+        return templates.TemplateResponse(
+            request,
+            "admin_login.html",
+            {"title": "Sign in", "error": "That is not the admin token."},
+            status_code=401,
+        )
+    response = RedirectResponse("/admin", status_code=303)
+    response.set_cookie(
+        ADMIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=12 * 3600,
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout", dependencies=SAME_ORIGIN)
+def logout() -> RedirectResponse:
+    response = _to_login()
+    response.delete_cookie(ADMIN_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+def _floats(value: Any) -> list[float]:
+    if not isinstance(value, list):
+        return []
+    return [float(v) for v in value if isinstance(v, int | float) and math.isfinite(float(v))]
+
+
+def _selected(versions: list[GeneratorVersion], wanted: str | None) -> GeneratorVersion | None:
+    by_id = {v.id: v for v in versions}
+    if wanted and wanted.isdigit() and int(wanted) in by_id:
+        return by_id[int(wanted)]
+    with_estimator = [v for v in versions if isinstance(v.metrics.get("estimator"), dict)]
+    if with_estimator:
+        return with_estimator[-1]
+    serving = [v for v in versions if v.status == VersionStatus.serving]
+    return serving[-1] if serving else (versions[-1] if versions else None)
+
+
+def _context(
+    request: Request, session: Session, settings: Settings, **extra: Any
+) -> dict[str, Any]:
+    params = request.query_params
+    placement = params.get("placement")
+    if placement not in ("background", "rating"):
+        placement = settings.learning_placement
+    traffic = params.get("traffic")
+    if traffic not in ("real", "all"):
+        traffic = "all" if settings.use_simulated_traffic else "real"
+    include_simulated = traffic == "all"
+    rows: list[AdminVersionRow] = dashboard.version_rows(
+        session, settings, placement=placement, include_simulated=include_simulated
+    )
+    versions = list(queries.list_versions(session))
+    selected = _selected(versions, params.get("version"))
+    state = dashboard.serving_state(session)
+    serving_id = state.serving_version or state.paused_version
+
+    pir_points = [
+        plots.PirPoint(
+            f"v{row.id}", row.pir.pir, row.pir.ci_low, row.pir.ci_high, row.id == serving_id
+        )
+        for row in reversed(rows)
+    ]
+    figures = {"pir": plots.pir_by_version(pir_points, title=f"PIR per version ({placement})")}
+    histogram_groups: list[tuple[str, list[float]]] = []
+    if selected is not None:
+        estimator = selected.metrics.get("estimator")
+        estimator = estimator if isinstance(estimator, dict) else {}
+        tuning = selected.metrics.get("tuning")
+        tuning = tuning if isinstance(tuning, dict) else {}
+        calibration_rows = estimator.get("calibration")
+        figures["calibration"] = plots.calibration(
+            calibration_rows if isinstance(calibration_rows, list) else [],
+            title=f"Estimator calibration (v{selected.id})",
+        )
+        figures["estimator_loss"] = plots.line_chart(
+            [
+                ("train", _floats(estimator.get("train_loss"))),
+                ("held-out", _floats(estimator.get("holdout_loss"))),
+            ],
+            title=f"Estimator training loss (v{selected.id})",
+            x_label="epoch",
+        )
+        figures["tuning_loss"] = plots.line_chart(
+            [(label, _floats(tuning.get(key))) for key, label in TUNING_CURVES],
+            title=f"Generator tuning curves (v{selected.id})",
+            x_label="logged step",
+            y_label="value",
+        )
+        for version_id in (selected.id, selected.parent_id):
+            if version_id is not None:
+                histogram_groups.append(
+                    (
+                        f"v{version_id}",
+                        dashboard.per_image_pir(
+                            session,
+                            settings,
+                            version_id,
+                            placement=placement,
+                            include_simulated=include_simulated,
+                        ),
+                    )
+                )
+    figures["histogram"] = plots.histogram(histogram_groups, title=f"Per-image PIR ({placement})")
+    samples = []
+    for row in rows[:SAMPLE_VERSIONS]:
+        top, bottom = dashboard.image_extremes(
+            session, settings, row.id, placement=placement, include_simulated=include_simulated
+        )
+        samples.append({"row": row, "top": top, "bottom": bottom})
+    live = dashboard.live_traffic(session, window_minutes=30)
+    return {
+        "title": "pirloop admin",
+        "rows": rows,
+        "state": state,
+        "selected": selected,
+        "figures": figures,
+        "samples": samples,
+        "live": live,
+        "placement": placement,
+        "traffic": traffic,
+        "promotable": {s.value for s in dashboard.PROMOTABLE},
+        "notice": NOTICES.get(params.get("notice", "")),
+        **extra,
+    }
+
+
+@router.get("", response_class=HTMLResponse)
+def admin_page(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    return templates.TemplateResponse(request, "admin.html", _context(request, session, settings))
+
+
+def _refused_page(
+    request: Request, session: Session, settings: Settings, exc: dashboard.ActionRefused
+) -> Response:
+    session.rollback()
+    return templates.TemplateResponse(
+        request,
+        "admin.html",
+        _context(request, session, settings, error=exc.message),
+        status_code=exc.status,
+    )
+
+
+def _done(notice: str) -> RedirectResponse:
+    return RedirectResponse(f"/admin?notice={notice}", status_code=303)
+
+
+@router.post("/actions/cycle", dependencies=SAME_ORIGIN)
+def start_cycle(
+    request: Request, session: SessionDep, settings: SettingsDep, jobs: JobsDep
+) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        dashboard.start_cycle(jobs)
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    return _done("cycle")
+
+
+@router.post("/actions/pause", dependencies=SAME_ORIGIN)
+def pause(
+    request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
+) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        dashboard.pause(session)
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    session.commit()
+    picker.invalidate()
+    return _done("paused")
+
+
+@router.post("/actions/resume", dependencies=SAME_ORIGIN)
+def resume(
+    request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
+) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        dashboard.resume(session)
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    session.commit()
+    picker.invalidate()
+    return _done("resumed")
+
+
+@router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN)
+def promote(
+    version_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    picker: PickerDep,
+) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        dashboard.promote(session, version_id)
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    session.commit()
+    picker.invalidate()
+    return _done("promoted")
