@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.pir import ImageCounts, image_interval, image_pir, version_pir
+from app.retention import archived_counts
 from app.schemas import ComparisonRead, ImagePir, VersionPir
 from app.settings import Settings
 from app.stats import compare
@@ -20,6 +21,9 @@ def version_image_counts(
     placement: str,
     include_simulated: bool,
 ) -> list[ImageCounts]:
+    archived = _archived(session, version_id, placement, include_simulated)
+    if archived is not None:
+        return archived[0]
     return queries.image_counts(
         session,
         version_id,
@@ -27,6 +31,26 @@ def version_image_counts(
         positive_kinds=settings.positive_kinds,
         rating_weights=settings.rating_weights,
         include_simulated=include_simulated,
+    )
+
+
+def _archived(
+    session: Session, version_id: int, placement: str, include_simulated: bool
+) -> tuple[list[ImageCounts], int] | None:
+    version = queries.get_version(session, version_id)
+    if version is None:
+        return None
+    return archived_counts(version, placement=placement, include_simulated=include_simulated)
+
+
+def excluded_impressions(
+    session: Session, version_id: int, *, placement: str, include_simulated: bool
+) -> int:
+    archived = _archived(session, version_id, placement, include_simulated)
+    if archived is not None:
+        return archived[1]
+    return queries.excluded_impressions(
+        session, version_id, placement=placement, include_simulated=include_simulated
     )
 
 
@@ -70,7 +94,7 @@ def summarize_version(
         pir=mean,
         ci_low=low,
         ci_high=high,
-        excluded_impressions=queries.excluded_impressions(
+        excluded_impressions=excluded_impressions(
             session, version_id, placement=placement, include_simulated=include_simulated
         ),
     )

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # many people (offices, mobile carriers), so its limit is the higher one.
     rate_limit_ip_per_minute: int = Field(default=1200, ge=0)
     rate_limit_visitor_per_minute: int = Field(default=60, ge=0)
+    # Delete raw impressions and interactions of versions retired this many days ago, after
+    # keeping their per-image counts (None keeps everything).
+    retention_days: float | None = Field(default=None, ge=0)
     # Failed admin sign-ins (form or bearer) per address per minute before 429.
     admin_failures_per_minute: int = Field(default=10, ge=1)
     cors_origins: list[str] = []

@@ -22,6 +22,7 @@ from worker.jobs.abuse import flag_visitors
 from worker.jobs.batches import draw_batch, version_checkpoint
 from worker.jobs.context import JobContext, job_context
 from worker.jobs.evaluation import evaluate_version, evaluation_due
+from worker.jobs.retention import purge_events
 from worker.jobs.training_data import lineage, logged_batch
 from worker.ml.checkpoints import checkpoint_to_bytes, gan_checkpoint, load_gan
 from worker.ml.device import pick_device
@@ -84,6 +85,7 @@ def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     ctx = job_context()
     abandon_stale_runs(ctx)
     flag_visitors()  # bots are left out before anything counts impressions
+    purge_events()
     with session_scope(ctx.sessions) as session:
         serving = queries.serving_version(session)
         if serving is None:
