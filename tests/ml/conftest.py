@@ -13,8 +13,9 @@ from worker.ml.pretrain import pretrain
 
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
-    # The test machine shares two cores with other suites; more threads only add contention.
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    # Tiny models gain nothing from threads, and on a busy machine two torch threads waiting on
+    # each other ran a pretraining step 7x slower than one thread did.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -82,7 +82,9 @@ def _bumped(ckpt: dict) -> bytes:
 
 
 def test_pretraining_resumes_exactly(tmp_path: Path, tiny_cfg: GanConfig) -> None:
-    cfg = tiny_cfg.with_overrides(steps=30, checkpoint_every=15, dataset_size=256)
+    cfg = tiny_cfg.with_overrides(
+        steps=30, checkpoint_every=15, dataset_size=256, noise_anneal_steps=30
+    )
     straight = tmp_path / "straight"
     pretrain(cfg, out_dir=straight, device=CPU, progress=False)
     split = tmp_path / "split"

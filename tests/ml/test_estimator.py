@@ -39,6 +39,7 @@ def test_soft_targets_are_distributions_centred_on_the_rate() -> None:
     assert targets[1].max() < targets[0].max()
 
 
+@pytest.mark.slow
 def test_estimator_recovers_blue_share() -> None:
     images = render_landscapes(1200, size=16, seed=11)
     true_pir = load_objective("color:blue")(images)

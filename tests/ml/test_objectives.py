@@ -35,6 +35,7 @@ def test_split_colours_follow_width() -> None:
     assert three(_solid((0, 1, 0), (0, 0, 1), (1, 0, 0))).item() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_filter_objective_is_a_share_in_unit_range() -> None:
     objective = load_objective("filter:conv3_1:4:0")
     images = torch.rand(5, 3, 32, 32)

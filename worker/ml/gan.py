@@ -35,7 +35,7 @@ class GanConfig:
     """Floor for the generator's channel depth at high resolutions."""
     g_batchnorm: bool = True
     """Batch norm in the generator's blocks (DCGAN's main stabiliser; off in the paper)."""
-    steps: int = 3000
+    steps: int = 2000
     """Pretraining steps (one discriminator and one generator update each)."""
     batch_size: int = 64
     lr_g: float = 2e-4
@@ -48,7 +48,10 @@ class GanConfig:
     feature_matching: float = 1.0
     """Weight of feature matching (mean discriminator features of real vs fake) in L_G."""
     instance_noise: float = 0.05
-    """Std of Gaussian noise added to the discriminator's inputs, annealed to 0 over training."""
+    """Std of Gaussian noise added to the discriminator's inputs, annealed linearly to 0."""
+    noise_anneal_steps: int | None = None
+    """Steps over which the instance noise anneals; None: over `steps`. Fixing it keeps the
+    schedule unchanged when a run is extended with more steps."""
     dataset_size: int = 20000
     """How many procedural landscapes to render as training data."""
     dataset_seed: int = 0

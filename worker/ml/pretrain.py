@@ -160,7 +160,8 @@ def _train_step(
     index = torch.randint(0, real_all.shape[0], (batch,), generator=rng)
     flip = torch.rand(batch, generator=rng) < 0.5
     z = torch.randn(batch, cfg.latent_dim, generator=rng).to(device)
-    noise_std = cfg.instance_noise * max(0.0, 1.0 - step / max(cfg.steps, 1))
+    horizon = cfg.noise_anneal_steps or cfg.steps
+    noise_std = cfg.instance_noise * max(0.0, 1.0 - step / max(horizon, 1))
     noise = torch.randn(2, batch, 3, cfg.image_size, cfg.image_size, generator=rng) * noise_std
     noise = noise.to(device)
     real = real_all[index.to(device)]

@@ -40,14 +40,14 @@ logger = logging.getLogger(__name__)
 class TuningConfig:
     """Hyper-parameters of one tuning run (paper: w=1000, lr=1e-6, 50,000 steps)."""
 
-    steps: int = 600
+    steps: int = 400
     lr: float = 2e-4
     """Adam learning rate for the generator."""
     d_lr: float = 5e-5
     """RMSProp learning rate for the discriminator, which keeps training on real images."""
-    pir_weight: float = 20.0
+    pir_weight: float = 15.0
     """w in L_G = L_fool + w * L_PIR."""
-    anchor_weight: float = 2.0
+    anchor_weight: float = 5.0
     """Weight of the squared pixel distance (images in [0, 1]) to the pretrained generator."""
     diversity_weight: float = 10.0
     """Weight of the hinge on the batch's diversity dropping below the pretrained batch's."""
