@@ -19,10 +19,17 @@ app.add_typer(db_app, name="db")
 
 
 def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    # Rich's handler shares the console with progress bars, so log lines and live progress
+    # do not overwrite each other.
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
     )
+    # One line per HTTP request drowns the progress people came to see.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @db_app.command("upgrade")
@@ -263,6 +270,7 @@ def demo(
         False
     ),
     steps: Annotated[int | None, typer.Option(help="tuning steps (default: the loop's)")] = None,
+    preset: Annotated[str, typer.Option(help="generator preset")] = "cpu-small",
 ) -> None:
     """The main job: serve cpu-small on the embedded defaults, drive it with simulated users,
     let the loop run one full cycle, and print what changed."""
@@ -277,6 +285,7 @@ def demo(
             port=port,
             keep_serving=keep_serving,
             tuning_steps=steps,
+            preset=preset,
         )
     )
 

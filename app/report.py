@@ -7,50 +7,50 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = (
-    "round",
-    "versions",
-    "PIR before [95% CI]",
-    "PIR after [95% CI]",
-    "change",
-    "Cohen's d",
-    "Welch p",
-    "estimated change",
-    "true change",
-    "diversity",
-)
+
+def _ci(mean: float, ci: list[float]) -> str:
+    return f"{mean:.4f}  [95% CI {ci[0]:.4f}, {ci[1]:.4f}]"
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
-    return str(value)
+def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
+    """One round as measure/value rows: narrow enough for any terminal."""
+    table = Table(
+        title=f"round {r['round']}: version {r['version_before']} -> {r['version_after']}",
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column("measure", style="bold")
+    table.add_column("value", justify="left")
+    estimated = r.get("estimated_delta")
+    rows = [
+        (f"PIR version {r['version_before']}", _ci(r["pre_mean"], r["pre_ci"])),
+        (f"PIR version {r['version_after']}", _ci(r["post_mean"], r["post_ci"])),
+        ("change (measured)", f"{r['delta']:+.4f}"),
+        ("effect size (Cohen's d)", f"{r['effect_size']:.2f}"),
+        ("Welch's t-test p", f"{r['p_value']:.2g}" + ("  significant" if r["significant"] else "")),
+        ("estimator's predicted change", f"{estimated:+.4f}" if estimated is not None else "-"),
+        ("true change (objective)", f"{r['true_delta']:+.4f}  (p {r['true_p_value']:.2g})"),
+        (
+            "diversity after / before",
+            f"{r['diversity_post'] / max(r['diversity_pre'], 1e-12):.2f}",
+        ),
+    ]
+    for measure, value in rows:
+        table.add_row(measure, value)
+    return table
 
 
 def print_loop_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"pirloop: {report['objective']} ({report.get('placement', '')})")
-    for column in COLUMNS:
-        table.add_column(column, justify="right")
+    console.rule(f"pirloop: {report['objective']} ({report.get('placement', '')})")
     for r in report["rounds"]:
-        table.add_row(
-            str(r["round"]),
-            f"{r['version_before']} -> {r['version_after']}",
-            f"{_fmt(r['pre_mean'])} [{_fmt(r['pre_ci'][0])}, {_fmt(r['pre_ci'][1])}]",
-            f"{_fmt(r['post_mean'])} [{_fmt(r['post_ci'][0])}, {_fmt(r['post_ci'][1])}]",
-            f"{r['delta']:+.4f}",
-            f"{r['effect_size']:.2f}",
-            f"{r['p_value']:.2g}",
-            f"{r['estimated_delta']:+.4f}" if r.get("estimated_delta") is not None else "-",
-            f"{r['true_delta']:+.4f}",
-            f"{r['diversity_post'] / max(r['diversity_pre'], 1e-12):.2f}x",
-        )
-    console.print(table)
+        console.print(round_table(report, r))
     console.print(
-        f"{report['images']} images x {report['impressions']} impressions per version; "
-        f"{report['seconds']:.0f} s. Measured PIR comes from the logged interactions only."
+        f"{report['images']} images x {report['impressions']} impressions per version, "
+        f"{report.get('steps')} tuning steps; {report['seconds']:.0f} s. "
+        "Measured PIR comes from the logged interactions only."
     )
     if report.get("grid_path"):
-        console.print(f"before/after grid: {report['grid_path']}")
+        console.print(
+            f"before/after grid (top: first version, bottom: last): {report['grid_path']}"
+        )

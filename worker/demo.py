@@ -35,6 +35,7 @@ class DemoPlan:
     users: int = 8
     rate: float = 0.0
     tuning_steps: int | None = None
+    preset: str = "cpu-small"
 
 
 def demo_env(plan: DemoPlan) -> dict[str, str]:
@@ -43,7 +44,7 @@ def demo_env(plan: DemoPlan) -> dict[str, str]:
         "PIRLOOP_DATA_DIR": str(plan.data_dir),
         "PIRLOOP_DATABASE_URL": "",
         "PIRLOOP_REDIS_URL": "",
-        "PIRLOOP_PRESET": "cpu-small",
+        "PIRLOOP_PRESET": plan.preset,
         "PIRLOOP_BATCH_SIZE": str(plan.images),
         "PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE": str(plan.impressions),
         "PIRLOOP_USE_SIMULATED_TRAFFIC": "true",
@@ -92,7 +93,7 @@ def run_demo(plan: DemoPlan) -> dict[str, object]:
     server = start_server(plan, demo_env(plan))
     try:
         wait_ready(server, url, plan.data_dir / "server.log")
-        console.print(f"serving version 0 at {url} (log: {plan.data_dir / 'server.log'})")
+        console.print(f"serving the first version at {url} (log: {plan.data_dir / 'server.log'})")
         report = run_via_api(
             ViaApiPlan(
                 url=url,
@@ -106,7 +107,11 @@ def run_demo(plan: DemoPlan) -> dict[str, object]:
         )
         print_loop_report(report, console)
         console.print(f"report JSON: {plan.data_dir / 'demo.json'}")
-        console.print(f"dashboard: {url}/admin (admin token: PIRLOOP_ADMIN_TOKEN, dev default)")
+        console.print(
+            f"dashboard: {url}/admin (sign in with PIRLOOP_ADMIN_TOKEN; development default "
+            "'dev-admin-token')"
+            + ("" if plan.keep_serving else "; the service stops now: ARGS=--keep-serving keeps it")
+        )
         console.print(f"demo took {time.monotonic() - started:.0f} s")
         if plan.keep_serving:
             console.print(f"still serving at {url}; Ctrl-C stops it")
