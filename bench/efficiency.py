@@ -56,8 +56,8 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{impressions:5d} impressions/image: delta {row['delta']:+.4f} d={row['effect_size']:.2f} "
-            f"p={row['p_value']:.2g} est={row['estimated_delta']:+.4f} ({row['seconds']:.0f} s)",
+            f"{impressions:5d} impressions/image: delta {row['delta']:+.4f} "
+            f"d={row['effect_size']:.2f} p={row['p_value']:.2g} est={row['estimated_delta']:+.4f} ({row['seconds']:.0f} s)",
             flush=True,
         )
         if args.stop_at_first and row["significant"]:
@@ -66,10 +66,8 @@ def main() -> None:
     if needed is None:
         print(f"no setting in the sweep reached p < {ALPHA}")
     else:
-        print(
-            f"fewest impressions per image for p < {ALPHA}: {needed} "
-            f"({needed / PAPER_IMPRESSIONS_PER_IMAGE:.3f}x the paper's {PAPER_IMPRESSIONS_PER_IMAGE})"
-        )
+        ratio = needed / PAPER_IMPRESSIONS_PER_IMAGE
+        print(f"fewest impressions per image for p < {ALPHA}: {needed} ({ratio:.3f}x the paper's)")
     path = write_result(
         "efficiency",
         {
