@@ -57,7 +57,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{impressions:5d} impressions/image: delta {row['delta']:+.4f} "
-            f"d={row['effect_size']:.2f} p={row['p_value']:.2g} est={row['estimated_delta']:+.4f} ({row['seconds']:.0f} s)",
+            f"d={row['effect_size']:.2f} p={row['p_value']:.2g} "
+            f"est={row['estimated_delta']:+.4f} ({row['seconds']:.0f} s)",
             flush=True,
         )
         if args.stop_at_first and row["significant"]:
