@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_ADMIN, TEST_SECRET
+from tests.conftest import (
+    TEST_ADMIN,
+    TEST_SECRET,
+    create_pg_database,
+    drop_pg_database,
+)
+from tests.live import pirloop
 
 pytest.importorskip("torch")
 
@@ -82,3 +88,18 @@ def redis_url() -> str:
             pytest.fail(f"Redis is required but does not answer at {url}")
         pytest.skip("Redis is not reachable")
     return url
+
+
+@pytest.fixture
+def pg_loop_env(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    url = create_pg_database("pirloop_loop")
+    env = loop_env(
+        tmp_path,
+        PIRLOOP_DATABASE_URL=url,
+        PIRLOOP_REDIS_URL=redis_url,
+        PIRLOOP_ARTIFACT_STORE="database",
+    )
+    pirloop(["db", "upgrade"], env)
+    pirloop(["init"], env)
+    yield env
+    drop_pg_database(url)

@@ -18,9 +18,8 @@ from sqlalchemy import select
 
 from app.database import make_engine
 from app.models import GeneratorVersion, TrainingRun
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.live import live_server, pirloop
-from tests.worker.conftest import loop_env, serving, versions, wait_for
+from tests.live import live_server
+from tests.worker.conftest import serving, versions, wait_for
 from tests.worker.test_embedded_loop import traffic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -51,21 +50,6 @@ def celery_worker(
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def pg_loop_env(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    url = create_pg_database("pirloop_loop")
-    env = loop_env(
-        tmp_path,
-        PIRLOOP_DATABASE_URL=url,
-        PIRLOOP_REDIS_URL=redis_url,
-        PIRLOOP_ARTIFACT_STORE="database",
-    )
-    pirloop(["db", "upgrade"], env)
-    pirloop(["init"], env)
-    yield env
-    drop_pg_database(url)
 
 
 def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: Path) -> None:
