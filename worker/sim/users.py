@@ -267,4 +267,5 @@ def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> Simulation
     with Live(line(simulation.summary), refresh_per_second=4, transient=False) as live:
         result = asyncio.run(simulation.run(lambda s: live.update(line(s))))
         live.update(line(result))
+    live.console.line()  # a log line after a non-terminal Live would start on its last line
     return result
