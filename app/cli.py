@@ -4,6 +4,8 @@ that need them, so `pirloop serve` starts on an image without torch."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,16 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Bad input (an unknown preset, an objective that does not import, a corrupt checkpoint,
+    a missing folder) ends the command with its message, not a stack trace."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -153,7 +165,8 @@ def pretrain(
     from worker.ml.experiment import pretrain_command
 
     _setup_logging()
-    pretrain_command(preset=preset, out=out, device=device, resume=resume, steps_override=steps)
+    with _clear_errors():
+        pretrain_command(preset=preset, out=out, device=device, resume=resume, steps_override=steps)
 
 
 @app.command()
@@ -183,6 +196,26 @@ def experiment(
     """Run the learning loop against a simulated objective and report the change: offline
     (generate, observe, estimate, tune, measure), or through a running service (--via-api)."""
     _setup_logging()
+    with _clear_errors():
+        _experiment(**locals())
+
+
+def _experiment(
+    *,
+    objective: str,
+    preset: str,
+    images: int,
+    impressions: int,
+    rounds: int,
+    steps: int | None,
+    seed: int,
+    device: str,
+    via_api: str | None,
+    users: int,
+    rate: float,
+    json_path: Path,
+    grid: Path | None,
+) -> None:
     if via_api:
         from worker.sim.via_api import ViaApiPlan, run_via_api
 
@@ -241,7 +274,7 @@ def simulate(
     image. Their traffic is flagged simulated."""
     from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
-    try:
+    with _clear_errors():
         plan = SimulationPlan(
             url=url,
             populations=parse_populations(objective),
@@ -253,8 +286,6 @@ def simulate(
             seed=seed,
         )
         summary = run_simulation(plan)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
     import json
 
     typer.echo(json.dumps(summary.as_dict(), indent=2))
@@ -277,17 +308,18 @@ def demo(
     from worker.demo import DemoPlan, run_demo
 
     _setup_logging()
-    run_demo(
-        DemoPlan(
-            objective=objective,
-            images=images,
-            impressions=impressions,
-            port=port,
-            keep_serving=keep_serving,
-            tuning_steps=steps,
-            preset=preset,
+    with _clear_errors():
+        run_demo(
+            DemoPlan(
+                objective=objective,
+                images=images,
+                impressions=impressions,
+                port=port,
+                keep_serving=keep_serving,
+                tuning_steps=steps,
+                preset=preset,
+            )
         )
-    )
 
 
 def main() -> None:
