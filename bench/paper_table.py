@@ -93,7 +93,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--group", choices=[*GROUPS, "all"], default="single")
+    parser.add_argument("--group", choices=[*GROUPS, "all"], nargs="+", default=["single"])
     parser.add_argument("--objectives", nargs="*", help="explicit objective specs instead")
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--images", type=int, default=1000)
@@ -120,14 +120,15 @@ def main() -> None:
                 f"({row['seconds']:.0f} s)",
                 flush=True,
             )
-    table = markdown(rows)
+            # Written after every row: a long table that is stopped keeps what it measured.
+            table = markdown(rows)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            Path(RESULTS / "paper_table.md").write_text(table + "\n")
+            path = write_result(
+                "paper_table",
+                {"settings": vars(args), "rows": rows, "seconds": time.monotonic() - started},
+            )
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    Path(RESULTS / "paper_table.md").write_text(table + "\n")
-    path = write_result(
-        "paper_table",
-        {"settings": vars(args), "rows": rows, "seconds": time.monotonic() - started},
-    )
     print(f"wrote {path}")
 
 
