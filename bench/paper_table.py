@@ -102,11 +102,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
-    objectives = args.objectives or (
-        [o for group in GROUPS.values() for o in group]
-        if args.group == "all"
-        else GROUPS[args.group]
-    )
+    groups = list(GROUPS) if "all" in args.group else args.group
+    objectives = args.objectives or [o for group in groups for o in GROUPS[group]]
     rows = []
     started = time.monotonic()
     for objective in objectives:
