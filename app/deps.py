@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
+from app.ingest import Ingest
 from app.jobs import JobDispatcher
 from app.ratelimit import RateLimiter, too_many
 from app.serving import BatchPicker
@@ -20,7 +21,9 @@ MAX_ID = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies that only read app.state are `async def`: FastAPI runs a plain `def` dependency
+# on the threadpool, a thread hop per request for a dictionary lookup.
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -38,12 +41,17 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_picker(request: Request) -> BatchPicker:
+async def get_picker(request: Request) -> BatchPicker:
     picker: BatchPicker = request.app.state.picker
     return picker
 
 
-def get_jobs(request: Request) -> JobDispatcher:
+async def get_ingest(request: Request) -> Ingest:
+    ingest: Ingest = request.app.state.ingest
+    return ingest
+
+
+async def get_jobs(request: Request) -> JobDispatcher:
     jobs: JobDispatcher = request.app.state.jobs
     return jobs
 
@@ -54,6 +62,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PickerDep = Annotated[BatchPicker, Depends(get_picker)]
 JobsDep = Annotated[JobDispatcher, Depends(get_jobs)]
+# The write path of the public endpoints: async, group-committed (app/writer.py).
+IngestDep = Annotated[Ingest, Depends(get_ingest)]
 
 
 def presented_admin_token(request: Request) -> str | None:

@@ -14,6 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.writer import WriteUnavailable
+
 log = logging.getLogger(__name__)
 
 ERROR_CODES = {
@@ -74,6 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(OperationalError, database_unavailable)
+    # A group commit that failed (app/writer.py): nothing of the request is stored.
+    app.add_exception_handler(WriteUnavailable, database_unavailable)
     app.add_exception_handler(PoolTimeout, database_unavailable)
 
     @app.exception_handler(DBAPIError)

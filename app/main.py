@@ -15,6 +15,7 @@ from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
 from app.errors import BodySizeLimit, install_error_handlers
 from app.image_cache import ImageCache
+from app.ingest import Ingest
 from app.jobs import InProcessDispatcher, make_dispatcher
 from app.pages import STATIC_DIR
 from app.pages import admin as admin_pages
@@ -25,6 +26,7 @@ from app.scheduler import EmbeddedScheduler
 from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
+from app.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.picker = BatchPicker()
+        writer = GroupCommitWriter(app.state.session_factory)
+        writer.start()
+        app.state.ingest = Ingest(writer, app.state.picker)
         app.state.image_cache = ImageCache()
         app.state.jobs = make_dispatcher(settings)
         app.state.artifacts = artifact_store(settings, engine)
@@ -54,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if scheduler is not None:
                 scheduler.stop()
             app.state.jobs.shutdown()
+            writer.stop()  # the writes already queued are committed and answered
             engine.dispose()
 
     app = FastAPI(

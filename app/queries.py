@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, case, func, select, update
+from sqlalchemy import Integer, Table, case, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
@@ -126,6 +127,87 @@ def insert_impression(
     session.add(impression)
     session.flush()
     return impression
+
+
+# The hot write path uses Core statements on the tables: one statement for a whole batch of
+# rows, and none of the unit-of-work bookkeeping that ORM objects would carry.
+IMPRESSIONS: Table = Impression.__table__  # type: ignore[assignment]
+INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
+
+
+def insert_impressions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert many impressions in one statement; return their ids in the order of rows."""
+    if not rows:
+        return []
+    result = session.execute(
+        insert(IMPRESSIONS).returning(IMPRESSIONS.c.id, sort_by_parameter_order=True),
+        [{"flagged": False, "created_at": utcnow(), **row} for row in rows],
+    )
+    return [int(row_id) for row_id in result.scalars()]
+
+
+def impression_refs(session: Session, impression_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """{impression id: (image id, placement)} for those of the ids that exist."""
+    if not impression_ids:
+        return {}
+    rows = session.execute(
+        select(IMPRESSIONS.c.id, IMPRESSIONS.c.image_id, IMPRESSIONS.c.placement).where(
+            IMPRESSIONS.c.id.in_(list(impression_ids))
+        )
+    )
+    return {int(row_id): (int(image_id), placement) for row_id, image_id, placement in rows}
+
+
+InteractionKey = tuple[int, str]  # (impression id, kind): at most one row each
+
+
+def insert_new_interactions(
+    session: Session, rows: Sequence[dict[str, Any]]
+) -> dict[InteractionKey, tuple[int, float]]:
+    """Insert the rows whose (impression, kind) is not stored yet, in one statement; return
+    {(impression id, kind): (id, value)} of the rows this call created. A key stored already,
+    or by a concurrent transaction, is left alone (ON CONFLICT DO NOTHING): the unique
+    constraint decides who was first."""
+    if not rows:
+        return {}
+    dialect = session.get_bind().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        upsert(INTERACTIONS)
+        .on_conflict_do_nothing(index_elements=["impression_id", "kind"])
+        .returning(
+            INTERACTIONS.c.impression_id,
+            INTERACTIONS.c.kind,
+            INTERACTIONS.c.id,
+            INTERACTIONS.c.value,
+        )
+    )
+    now = utcnow()
+    result = session.execute(statement, [{"created_at": now, **row} for row in rows])
+    return {
+        (int(impression_id), kind): (int(row_id), float(value))
+        for impression_id, kind, row_id, value in result
+    }
+
+
+def interactions_by_key(
+    session: Session, keys: Sequence[InteractionKey]
+) -> dict[InteractionKey, tuple[int, float]]:
+    """The stored rows of these (impression id, kind) keys: {key: (id, value)}."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(
+            INTERACTIONS.c.impression_id,
+            INTERACTIONS.c.kind,
+            INTERACTIONS.c.id,
+            INTERACTIONS.c.value,
+        ).where(tuple_(INTERACTIONS.c.impression_id, INTERACTIONS.c.kind).in_(list(keys)))
+    )
+    return {
+        (int(impression_id), kind): (int(row_id), float(value))
+        for impression_id, kind, row_id, value in rows
+    }
 
 
 def get_impression(session: Session, impression_id: int) -> Impression | None:

@@ -29,3 +29,17 @@ def impression(body: dict[str, object]) -> dict[str, object]:
 @app.get("/bare/image")
 def image() -> Response:
     return Response(content=PNG, media_type="image/png")
+
+
+INTERACTION = {
+    "interaction_id": 123456,
+    "impression_id": 654321,
+    "kind": "click",
+    "value": 1.0,
+    "duplicate": False,
+}
+
+
+@app.post("/bare/interactions", status_code=201)
+def interaction(body: dict[str, object]) -> dict[str, object]:
+    return INTERACTION

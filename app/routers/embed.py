@@ -7,7 +7,7 @@ import base64
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app.deps import PickerDep, SessionDep, SettingsDep
+from app.deps import IngestDep, SettingsDep
 from app.models import Placement
 from app.routers.impressions import serve_impression
 from app.schemas import ImpressionCreate
@@ -28,22 +28,17 @@ NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
     response_class=RedirectResponse,
     responses={200: {"content": {"image/png": {}}, "description": "nothing is being served"}},
 )
-def embed_image(
+async def embed_image(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
-    picker: PickerDep,
+    ingest: IngestDep,
     placement: Placement = Placement.background,
 ) -> Response:
     """`<img src="https://HOST/v1/embed/image">`: log an impression and redirect (303, not
     cached) to its image. No interactions can be reported this way, only impressions."""
     try:
-        served = serve_impression(
-            ImpressionCreate(placement=placement),
-            request,
-            session=session,
-            settings=settings,
-            picker=picker,
+        served = await serve_impression(
+            ImpressionCreate(placement=placement), request, settings=settings, ingest=ingest
         )
     except NothingToServe:
         return Response(content=BLANK_PNG, media_type="image/png", headers=NO_STORE)

@@ -3,13 +3,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy.orm import Session
 
-from app import queries
-from app.deps import PickerDep, SessionDep, SettingsDep
+from app.deps import IngestDep, SettingsDep
+from app.ingest import Ingest, NewImpression
 from app.ratelimit import RateLimiter, too_many
+from app.routers.images import image_url
 from app.schemas import ImpressionCreate, ImpressionRead
-from app.serving import BatchPicker, NothingToServe
+from app.serving import NothingToServe
 from app.settings import Settings
 from app.tokens import hash_visitor, sign_impression
 
@@ -30,30 +30,21 @@ def raw_visitor(request: Request, body: ImpressionCreate) -> str:
 
 
 @router.post("", status_code=201, responses={503: {"description": "nothing is being served"}})
-def create_impression(
-    body: ImpressionCreate,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    picker: PickerDep,
+async def create_impression(
+    body: ImpressionCreate, request: Request, settings: SettingsDep, ingest: IngestDep
 ) -> ImpressionRead:
     """Serve the next image of the serving batch and log the impression."""
     try:
-        return serve_impression(body, request, session=session, settings=settings, picker=picker)
+        return await serve_impression(body, request, settings=settings, ingest=ingest)
     except NothingToServe as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
 
 
-def serve_impression(
-    body: ImpressionCreate,
-    request: Request,
-    *,
-    session: Session,
-    settings: Settings,
-    picker: BatchPicker,
+async def serve_impression(
+    body: ImpressionCreate, request: Request, *, settings: Settings, ingest: Ingest
 ) -> ImpressionRead:
     """Pick the next image and log its impression; raises NothingToServe. Shared by the JSON
-    route and the script-free <img> embed."""
+    route and the script-free <img> embed. Answers only once the row is committed."""
     visitor_hash = hash_visitor(settings.secret_key, raw_visitor(request, body))
     if settings.rate_limit_visitor_per_minute:
         limiter: RateLimiter = request.app.state.rate_limiter
@@ -63,27 +54,21 @@ def serve_impression(
             raise HTTPException(
                 status_code=429, detail="too many impressions for this visitor", headers=headers
             )
-    version_id, image_id = picker.pick(session)
-    impression = queries.insert_impression(
-        session,
-        image_id=image_id,
-        version_id=version_id,
-        placement=body.placement,
-        visitor_hash=visitor_hash,
-        simulated=body.simulated,
+    stored = await ingest.log_impression(
+        NewImpression(placement=body.placement, visitor_hash=visitor_hash, simulated=body.simulated)
     )
     token, expires_at = sign_impression(
         settings.secret_key,
-        impression_id=impression.id,
-        image_id=image_id,
+        impression_id=stored.impression_id,
+        image_id=stored.image_id,
         ttl_seconds=settings.token_ttl_seconds,
     )
     return ImpressionRead(
-        impression_id=impression.id,
+        impression_id=stored.impression_id,
         token=token,
-        image_id=image_id,
-        image_url=str(request.url_for("get_image", image_id=image_id)),
-        generator_version=version_id,
+        image_id=stored.image_id,
+        image_url=image_url(request, stored.image_id),
+        generator_version=stored.version_id,
         placement=body.placement,
         expires_at=datetime.fromtimestamp(expires_at, UTC),
     )

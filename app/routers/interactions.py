@@ -6,10 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
-from app import queries
-from app.deps import SessionDep, SettingsDep
+from app.deps import IngestDep, SettingsDep
+from app.ingest import Ingest, NewInteraction, RatingNotAllowed, UnknownImpression
 from app.schemas import InteractionCreate, InteractionRead
 from app.settings import Settings
 from app.tokens import TokenError, verify_impression
@@ -22,12 +21,12 @@ router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
     status_code=201,
     responses={200: {"description": "a repeat of an interaction already recorded"}},
 )
-def create_interaction(
-    body: InteractionCreate, response: Response, session: SessionDep, settings: SettingsDep
+async def create_interaction(
+    body: InteractionCreate, response: Response, settings: SettingsDep, ingest: IngestDep
 ) -> InteractionRead:
     """Record what a person did with an impression. The same (impression, kind) twice is
     stored once: the repeat answers 200 with the first value."""
-    return record_interaction(body, response, session=session, settings=settings)
+    return await record_interaction(body, response, settings=settings, ingest=ingest)
 
 
 async def beacon_body(request: Request) -> InteractionCreate:
@@ -60,41 +59,45 @@ async def beacon_body(request: Request) -> InteractionCreate:
         }
     },
 )
-def create_interaction_beacon(
+async def create_interaction_beacon(
     body: Annotated[InteractionCreate, Depends(beacon_body)],
     response: Response,
-    session: SessionDep,
     settings: SettingsDep,
+    ingest: IngestDep,
 ) -> InteractionRead:
     """The same as POST /v1/interactions for `navigator.sendBeacon`: the same JSON, which may
     be sent as text/plain, a type that needs no CORS preflight (beacons cannot make one)."""
-    return record_interaction(body, response, session=session, settings=settings)
+    return await record_interaction(body, response, settings=settings, ingest=ingest)
 
 
-def record_interaction(
-    body: InteractionCreate, response: Response, *, session: Session, settings: Settings
+async def record_interaction(
+    body: InteractionCreate, response: Response, *, settings: Settings, ingest: Ingest
 ) -> InteractionRead:
+    """Answers once the row is committed (or was stored before: a repeat answers 200)."""
     try:
         claims = verify_impression(settings.secret_key, body.token)
     except TokenError as exc:
         raise HTTPException(status_code=401, detail=str(exc)) from exc
-    impression = queries.get_impression(session, claims.impression_id)
-    if impression is None or impression.image_id != claims.image_id:
-        raise HTTPException(status_code=401, detail="token names no impression served here")
-    if body.kind == "rating" and impression.placement != "rating":
-        raise HTTPException(
-            status_code=422, detail="ratings are accepted only for rating-placement impressions"
-        )
     assert body.value is not None  # the schema fills a default for every kind
-    interaction, created = queries.insert_interaction_once(
-        session, impression_id=impression.id, kind=body.kind, value=body.value
-    )
-    if not created:
+    try:
+        stored = await ingest.record_interaction(
+            NewInteraction(
+                impression_id=claims.impression_id,
+                image_id=claims.image_id,
+                kind=body.kind,
+                value=body.value,
+            )
+        )
+    except UnknownImpression as exc:
+        raise HTTPException(status_code=401, detail=str(exc)) from exc
+    except RatingNotAllowed as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    if not stored.created:
         response.status_code = 200
     return InteractionRead(
-        interaction_id=interaction.id,
-        impression_id=impression.id,
-        kind=interaction.kind,
-        value=interaction.value,
-        duplicate=not created,
+        interaction_id=stored.interaction_id,
+        impression_id=stored.impression_id,
+        kind=stored.kind,
+        value=stored.value,
+        duplicate=not stored.created,
     )

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from app.bootstrap import ensure_initial_version
 from app.database import make_engine, make_session_factory
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import empty_tables, make_settings
 
 EXAMPLES = int(os.environ.get("PIRLOOP_FUZZ_EXAMPLES", "100"))
 
@@ -37,6 +37,8 @@ def fuzz_schema(
     app = create_app(settings_)
     with TestClient(app):  # runs the lifespan: engine, picker, jobs
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    # The SQLite database is shared by the whole run: leave it empty for the next tests.
+    empty_tables(sqlite_url)
 
 
 def fuzz_operation(operation: schemathesis.APIOperation, calls: dict[str, int]) -> None:

@@ -12,7 +12,7 @@ from app.bootstrap import ensure_initial_version
 from app.database import make_engine, make_session_factory
 from app.main import create_app
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
-from tests.conftest import make_settings
+from tests.conftest import empty_tables, make_settings
 
 
 @pytest.fixture
@@ -25,6 +25,8 @@ def limited_client(sqlite_url: str, tmp_path: Path) -> Iterator[TestClient]:
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         yield client
+    # The SQLite database is shared by the whole run: leave it empty for the next tests.
+    empty_tables(sqlite_url)
 
 
 def test_visitor_and_address_limits(limited_client: TestClient) -> None:

@@ -22,7 +22,13 @@ ADMIN = {"Authorization": f"Bearer {TEST_ADMIN}"}
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return create_app(settings.model_copy(update={"cors_origins": ["http://host.example"]}))
+    # Failed admin sign-ins are throttled per address (tests/app/test_ratelimit.py); here every
+    # admin route is tried without credentials from one address, more than that limit allows.
+    return create_app(
+        settings.model_copy(
+            update={"cors_origins": ["http://host.example"], "admin_failures_per_minute": 1000}
+        )
+    )
 
 
 @pytest.fixture

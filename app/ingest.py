@@ -1,0 +1,160 @@
+"""What the public write endpoints store, as batch writes for the group-commit writer
+(app/writer.py): impressions (which image to show, then the row) and interactions (at most
+one per impression and kind). Routes check what needs no database (tokens, rate limits) and
+`await` these; the answer comes after the COMMIT that holds the row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app import queries
+from app.serving import BatchPicker, NothingToServe
+from app.writer import BatchKind, GroupCommitWriter
+
+
+@dataclass(frozen=True)
+class NewImpression:
+    placement: str
+    visitor_hash: str
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class StoredImpression:
+    impression_id: int
+    image_id: int
+    version_id: int
+
+
+@dataclass(frozen=True)
+class NewInteraction:
+    # From a verified token: the impression it was signed for and the image it showed.
+    impression_id: int
+    image_id: int
+    kind: str
+    value: float
+
+
+@dataclass(frozen=True)
+class StoredInteraction:
+    interaction_id: int
+    impression_id: int
+    kind: str
+    value: float
+    # False: an interaction of this kind was stored before; the first one's value stands.
+    created: bool
+
+
+class UnknownImpression(LookupError):
+    """A validly signed token whose impression is not stored here (another database)."""
+
+
+class RatingNotAllowed(ValueError):
+    """A rating for an impression that was not shown in the rating placement."""
+
+
+class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
+    """Picks the image for each impression in arrival order (the picker keeps the batch even)
+    and inserts the whole batch with one statement."""
+
+    def __init__(self, picker: BatchPicker) -> None:
+        self._picker = picker
+
+    def apply(
+        self, session: Session, items: Sequence[NewImpression]
+    ) -> list[StoredImpression | Exception]:
+        picks: list[tuple[int, int] | NothingToServe] = []
+        for _ in items:
+            try:
+                picks.append(self._picker.pick(session))
+            except NothingToServe as exc:  # this request alone answers 503
+                picks.append(exc)
+        rows = [
+            {
+                "image_id": pick[1],
+                "version_id": pick[0],
+                "placement": item.placement,
+                "visitor_hash": item.visitor_hash,
+                "simulated": item.simulated,
+            }
+            for item, pick in zip(items, picks, strict=True)
+            if not isinstance(pick, NothingToServe)
+        ]
+        ids = iter(queries.insert_impressions(session, rows))
+        return [
+            pick
+            if isinstance(pick, NothingToServe)
+            else StoredImpression(impression_id=next(ids), image_id=pick[1], version_id=pick[0])
+            for pick in picks
+        ]
+
+
+class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
+    """Checks every item against its impression with one query, inserts the new (impression,
+    kind) pairs with one statement, and reads back the first row of each repeat."""
+
+    def apply(
+        self, session: Session, items: Sequence[NewInteraction]
+    ) -> list[StoredInteraction | Exception]:
+        refs = queries.impression_refs(session, sorted({item.impression_id for item in items}))
+        refused: dict[int, Exception] = {}
+        first_of_key: dict[queries.InteractionKey, int] = {}
+        rows = []
+        for index, item in enumerate(items):
+            ref = refs.get(item.impression_id)
+            if ref is None or ref[0] != item.image_id:
+                refused[index] = UnknownImpression("token names no impression served here")
+                continue
+            if item.kind == "rating" and ref[1] != "rating":
+                refused[index] = RatingNotAllowed(
+                    "ratings are accepted only for rating-placement impressions"
+                )
+                continue
+            key = (item.impression_id, item.kind)
+            if key not in first_of_key:  # a repeat within the batch answers as a repeat
+                first_of_key[key] = index
+                rows.append({"impression_id": key[0], "kind": key[1], "value": item.value})
+        created = queries.insert_new_interactions(session, rows)
+        stored = {
+            **queries.interactions_by_key(
+                session, [key for key in first_of_key if key not in created]
+            ),
+            **created,
+        }
+        outcomes: list[StoredInteraction | Exception] = []
+        for index, item in enumerate(items):
+            if index in refused:
+                outcomes.append(refused[index])
+                continue
+            key = (item.impression_id, item.kind)
+            interaction_id, value = stored[key]
+            outcomes.append(
+                StoredInteraction(
+                    interaction_id=interaction_id,
+                    impression_id=item.impression_id,
+                    kind=item.kind,
+                    value=value,
+                    created=key in created and first_of_key[key] == index,
+                )
+            )
+        return outcomes
+
+
+class Ingest:
+    """The write path of one API process: a group-commit writer and the two kinds of write."""
+
+    def __init__(self, writer: GroupCommitWriter, picker: BatchPicker) -> None:
+        self.writer = writer
+        self._impressions = ImpressionWrites(picker)
+        self._interactions = InteractionWrites()
+
+    async def log_impression(self, item: NewImpression) -> StoredImpression:
+        """Raises NothingToServe, or WriteUnavailable when the batch did not commit."""
+        return await self.writer.submit(self._impressions, item)
+
+    async def record_interaction(self, item: NewInteraction) -> StoredInteraction:
+        """Raises UnknownImpression, RatingNotAllowed, or WriteUnavailable."""
+        return await self.writer.submit(self._interactions, item)

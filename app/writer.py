@@ -1,0 +1,177 @@
+"""Group commit for the public write endpoints.
+
+A 2xx on an impression or interaction promises the row is stored, so each answer waits for
+a COMMIT. One COMMIT (one fsync on the database) per request caps the service at a few
+hundred writes a second; one COMMIT for every write that arrived while the previous one was
+running costs the same fsync for a hundred rows. So the route functions stay async and hand
+their rows to this writer: one thread per process takes everything queued, applies it in a
+single transaction (the only thread hop of a write), commits, and only then resolves each
+waiting request. Under light load a batch is one row and the answer
+is as fast as before; under heavy load batches grow by themselves and no timer adds latency.
+
+The writer is a plain thread fed by a thread-safe queue, not a task of one event loop: the
+answer goes back to whichever loop asked (uvicorn has one per process; test clients may run
+a loop per request), and database calls never run on a loop.
+
+What a write does in the database is a `BatchKind`: it turns a list of items into one result
+per item, with the SQL shared by the whole list. An item the kind refuses (its token names no
+impression, nothing is being served) gets its own exception while its neighbours are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class WriteUnavailable(Exception):
+    """The transaction holding this write did not commit: nothing of it is stored and the
+    request may be retried (the API answers 503)."""
+
+
+class BatchKind(ABC, Generic[ItemT, ResultT]):
+    """One kind of write, applied to many items inside the writer's transaction."""
+
+    @abstractmethod
+    def apply(self, session: Session, items: Sequence[ItemT]) -> list[ResultT | Exception]:
+        """One result per item, in order; an exception in place of a result refuses that item
+        alone. Must not commit: the writer does, once for the whole batch."""
+
+
+@dataclass
+class _Pending:
+    kind: BatchKind[Any, Any]
+    item: Any
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is down or unreachable, as opposed to refusing one particular row."""
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _resolve(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """On the requests' event loop: hand each its result or exception."""
+    for future, outcome in answers:
+        if future.done():  # the client went away; its row may be stored all the same
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+class GroupCommitWriter:
+    def __init__(self, session_factory: sessionmaker[Session], *, max_batch: int = 256) -> None:
+        self._session_factory = session_factory
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        # Guards `_open` together with the queue, so nothing is queued behind the stop mark.
+        self._lock = threading.Lock()
+        self._open = False
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # transactions tried, for tests and diagnostics
+
+    def start(self) -> None:
+        with self._lock:
+            self._open = True
+        self._thread = threading.Thread(target=self._run, name="pirloop-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit and answer every write already queued, then stop."""
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+            self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join()
+
+    async def submit(self, kind: BatchKind[ItemT, ResultT], item: ItemT) -> ResultT:
+        """Queue one write and return its result once its transaction has committed."""
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if not self._open:
+                raise WriteUnavailable("the writer is not running")
+            self._queue.put(_Pending(kind, item, future))
+        return await future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Pending] = [first]  # type: ignore[list-item]
+            while len(batch) < self._max_batch:
+                try:
+                    pending = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if pending is _STOP:
+                    stopping = True
+                    break
+                batch.append(pending)  # type: ignore[arg-type]
+            outcomes = self._commit(batch)
+            self.batches += 1
+            self._answer(batch, outcomes)
+
+    @staticmethod
+    def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(pending.future.get_loop(), []).append((pending.future, outcome))
+        for loop, answers in by_loop.items():
+            # One wake-up per loop and batch; a closed loop has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, answers)
+
+    def _commit(self, batch: list[_Pending]) -> list[Any]:
+        try:
+            return self._apply(batch)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("a batch of %d writes failed: %s", len(batch), exc.__class__.__name__)
+                return [WriteUnavailable(str(exc)) for _ in batch]
+            if len(batch) == 1:
+                log.exception("a write failed")
+                return [exc]
+            # Not an outage but a row the database refused: apply each write on its own, so
+            # one bad row fails one request, not every request that shared its transaction.
+            log.warning("a batch of %d writes failed; retrying them one by one", len(batch))
+            return [outcome for pending in batch for outcome in self._commit([pending])]
+
+    def _apply(self, batch: list[_Pending]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(batch)
+        by_kind: dict[int, list[int]] = {}
+        for index, pending in enumerate(batch):
+            by_kind.setdefault(id(pending.kind), []).append(index)
+        with self._session_factory() as session, session.begin():
+            for indices in by_kind.values():
+                kind = batch[indices[0]].kind
+                results = kind.apply(session, [batch[i].item for i in indices])
+                for index, result in zip(indices, results, strict=True):
+                    outcomes[index] = result
+        return outcomes
