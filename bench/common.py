@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -108,3 +109,58 @@ def wrk(
         **latency,
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+def create_database() -> str:
+    """A fresh PostgreSQL database for one benchmark run."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"pirloop_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def service_env(url: str, work: Path) -> dict[str, str]:
+    """The service as the benchmarks run it: PostgreSQL, production checks on, no scheduler.
+    All load comes from one address and one visitor, so the rate limits are set high enough
+    never to refuse while the limiter's work stays part of every request."""
+    return {
+        "PIRLOOP_DATABASE_URL": url,
+        "PIRLOOP_ENVIRONMENT": "production",
+        "PIRLOOP_SECRET_KEY": SECRET,
+        "PIRLOOP_ADMIN_TOKEN": SECRET,
+        "PIRLOOP_DATA_DIR": str(work),
+        "PIRLOOP_BATCH_SIZE": "200",
+        "PIRLOOP_EMBEDDED_SCHEDULER": "false",
+        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
+        "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "1000000000",
+    }
+
+
+def prepare_service(env: dict[str, str]) -> None:
+    """Migrate the database and serve a placeholder batch (the serving path is the same)."""
+    for command in (["db", "upgrade"], ["init", "--placeholder"]):
+        subprocess.run(
+            [str(BIN / "pirloop"), *command],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )

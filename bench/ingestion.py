@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,18 @@ from sqlalchemy import create_engine, insert, select
 
 from app.models import GeneratorVersion, Image, Impression, Interaction, VersionStatus, utcnow
 from app.tokens import sign_impression
-from bench.common import BIN, free_port, process, wait_http, write_result
-from bench.serving import SECRET, create_database, drop_database
+from bench.common import (
+    BIN,
+    SECRET,
+    create_database,
+    drop_database,
+    free_port,
+    prepare_service,
+    process,
+    service_env,
+    wait_http,
+    write_result,
+)
 
 TARGET_PER_SECOND = 5000
 KINDS_PER_IMPRESSION = 6  # bench/loadgen.py KINDS
@@ -126,28 +135,10 @@ def main() -> None:
     count = args.impressions or int(TARGET_PER_SECOND * 1.5 * args.seconds / KINDS_PER_IMPRESSION)
     work = Path(tempfile.mkdtemp(prefix="pirloop-ingest-"))
     url = create_database()
-    env = {
-        "PIRLOOP_DATABASE_URL": url,
-        "PIRLOOP_ENVIRONMENT": "production",
-        "PIRLOOP_SECRET_KEY": SECRET,
-        "PIRLOOP_ADMIN_TOKEN": SECRET,
-        "PIRLOOP_DATA_DIR": str(work),
-        "PIRLOOP_BATCH_SIZE": "200",
-        "PIRLOOP_LOG_LEVEL": "warning",
-        "PIRLOOP_EMBEDDED_SCHEDULER": "false",
-        # One address sends everything: limits that never refuse, but still run.
-        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
-        "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "1000000000",
-    }
+    env = service_env(url, work)
     uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
     try:
-        for command in (["db", "upgrade"], ["init", "--placeholder"]):
-            subprocess.run(
-                [str(BIN / "pirloop"), *command],
-                env={**os.environ, **env},
-                check=True,
-                capture_output=True,
-            )
+        prepare_service(env)
         tokens = work / "tokens.txt"
         ids, signed = seed_impressions(url, count)
         tokens.write_text("\n".join(signed))

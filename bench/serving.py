@@ -11,36 +11,24 @@ Needs PostgreSQL on 127.0.0.1, and wrk and nginx (apt-get install -y wrk nginx-l
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from bench.common import BIN, free_port, need, process, wait_http, write_result, wrk
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SECRET = "bench-secret-key-0123456789abcdef"
-
-
-def create_database() -> str:
-    name = f"pirloop_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
+from bench.common import (
+    BIN,
+    create_database,
+    drop_database,
+    free_port,
+    need,
+    prepare_service,
+    process,
+    service_env,
+    wait_http,
+    write_result,
+    wrk,
+)
 
 
 def nginx_config(root: Path, port: int, workers: int, work: Path) -> Path:
@@ -72,33 +60,10 @@ def main() -> None:
     nginx = need("nginx", "nginx-light")
     work = Path(tempfile.mkdtemp(prefix="pirloop-bench-"))
     url = create_database()
-    env = {
-        "PIRLOOP_DATABASE_URL": url,
-        "PIRLOOP_ENVIRONMENT": "production",
-        "PIRLOOP_SECRET_KEY": SECRET,
-        "PIRLOOP_ADMIN_TOKEN": SECRET,
-        "PIRLOOP_DATA_DIR": str(work),
-        "PIRLOOP_BATCH_SIZE": "200",
-        "PIRLOOP_LOG_LEVEL": "warning",
-        # All load comes from one address and one visitor: limits high enough never to refuse,
-        # so the limiter's work is still part of every request.
-        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
-        "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "1000000000",
-    }
+    env = service_env(url, work)
     uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
     try:
-        subprocess.run(
-            [str(BIN / "pirloop"), "db", "upgrade"],
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [str(BIN / "pirloop"), "init", "--placeholder"],
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
-        )
+        prepare_service(env)
         ports = {"pirloop": free_port(), "bare": free_port(), "nginx": free_port()}
         (work / "static").mkdir()
         with process(
