@@ -17,6 +17,7 @@ from app.schemas import (
     JobStarted,
     LiveTraffic,
     ServingState,
+    VersionBase,
 )
 from app.settings import Settings
 
@@ -75,13 +76,7 @@ def version_rows(
         impressions, interactions = traffic.get(version.id, (0, 0))
         rows.append(
             AdminVersionRow(
-                id=version.id,
-                parent_id=version.parent_id,
-                status=version.status,
-                source=version.source,
-                batch_size=version.batch_size,
-                created_at=version.created_at,
-                promoted_at=version.promoted_at,
+                **VersionBase.model_validate(version).model_dump(),
                 impressions=impressions,
                 interactions=interactions,
                 pir=aggregates.summarize_version(

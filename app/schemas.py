@@ -93,7 +93,11 @@ class ComparisonRead(BaseModel):
     significant: bool
 
 
-class VersionRead(BaseModel):
+class VersionBase(BaseModel):
+    """The fields every view of a generator version shares, read from the ORM row."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     parent_id: int | None
     status: str
@@ -101,6 +105,9 @@ class VersionRead(BaseModel):
     batch_size: int
     created_at: datetime
     promoted_at: datetime | None
+
+
+class VersionRead(VersionBase):
     metrics: dict[str, object]
 
 
@@ -110,16 +117,9 @@ class ErrorBody(BaseModel):
     detail: list[dict[str, object]] | None = None
 
 
-class AdminVersionRow(BaseModel):
+class AdminVersionRow(VersionBase):
     """One generator version as the dashboard lists it."""
 
-    id: int
-    parent_id: int | None
-    status: str
-    source: str
-    batch_size: int
-    created_at: datetime
-    promoted_at: datetime | None
     impressions: int
     interactions: int
     pir: VersionPir

@@ -27,16 +27,7 @@ def _version_or_404(session: SessionDep, version_id: int) -> GeneratorVersion:
 
 
 def _read(version: GeneratorVersion) -> VersionRead:
-    return VersionRead(
-        id=version.id,
-        parent_id=version.parent_id,
-        status=version.status,
-        source=version.source,
-        batch_size=version.batch_size,
-        created_at=version.created_at,
-        promoted_at=version.promoted_at,
-        metrics=version.metrics,
-    )
+    return VersionRead.model_validate(version)
 
 
 @router.get("")
