@@ -13,8 +13,10 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import torch
@@ -24,6 +26,7 @@ from worker.sim.objectives import Objective, load_objective, rating_from_probabi
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 BOT_KINDS = ("bot:click-all", "bot:flood")
 PAGES_PER_VISITOR = 5
 THINK_SECONDS = (0.3, 1.2)
@@ -251,11 +254,23 @@ class Simulation:
             self.summary.errors[f"interaction {result.status_code}"] += 1
 
 
+def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, also where this thread already
+    runs an event loop (a notebook, or Playwright's sync API in a test session): then the
+    coroutine gets a loop of its own in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> SimulationSummary:
     """Run the plan to its end, with a live progress line when progress is set."""
     simulation = Simulation(plan)
     if not progress:
-        return asyncio.run(simulation.run())
+        return run_to_end(simulation.run())
     from rich.live import Live
 
     def line(summary: SimulationSummary) -> str:
@@ -265,7 +280,7 @@ def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> Simulation
         )
 
     with Live(line(simulation.summary), refresh_per_second=4, transient=False) as live:
-        result = asyncio.run(simulation.run(lambda s: live.update(line(s))))
+        result = run_to_end(simulation.run(lambda s: live.update(line(s))))
         live.update(line(result))
     live.console.line()  # a log line after a non-terminal Live would start on its last line
     return result
