@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Integer, Table, case, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
@@ -107,28 +106,6 @@ def impression_counts_by_image(session: Session, version_id: int) -> dict[int, i
     return {int(image_id): int(count) for image_id, count in rows.all()}
 
 
-def insert_impression(
-    session: Session,
-    *,
-    image_id: int,
-    version_id: int,
-    placement: str,
-    visitor_hash: str,
-    simulated: bool,
-) -> Impression:
-    impression = Impression(
-        image_id=image_id,
-        version_id=version_id,
-        placement=placement,
-        visitor_hash=visitor_hash,
-        simulated=simulated,
-        flagged=False,
-    )
-    session.add(impression)
-    session.flush()
-    return impression
-
-
 # The hot write path uses Core statements on the tables: one statement for a whole batch of
 # rows, and none of the unit-of-work bookkeeping that ORM objects would carry.
 IMPRESSIONS: Table = Impression.__table__  # type: ignore[assignment]
@@ -212,35 +189,6 @@ def interactions_by_key(
 
 def get_impression(session: Session, impression_id: int) -> Impression | None:
     return session.get(Impression, impression_id)
-
-
-def find_interaction(session: Session, impression_id: int, kind: str) -> Interaction | None:
-    return session.scalar(
-        select(Interaction).where(
-            Interaction.impression_id == impression_id, Interaction.kind == kind
-        )
-    )
-
-
-def insert_interaction_once(
-    session: Session, *, impression_id: int, kind: str, value: float
-) -> tuple[Interaction, bool]:
-    """Insert unless (impression, kind) exists; returns (row, created). Safe under races: the
-    unique constraint decides, and the loser reads the winner's row."""
-    existing = find_interaction(session, impression_id, kind)
-    if existing is not None:
-        return existing, False
-    row = Interaction(impression_id=impression_id, kind=kind, value=value)
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        winner = find_interaction(session, impression_id, kind)
-        if winner is None:
-            raise
-        return winner, False
-    return row, True
 
 
 def image_counts(
