@@ -108,3 +108,16 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path)
+
+
+def pytest_report_header() -> str:
+    where = PG_ADMIN_URL.rsplit("@", 1)[-1]
+    state = "reachable" if postgres_reachable() else "NOT reachable"
+    return f"PostgreSQL at {where}: {state}; required: {REQUIRE_POSTGRES}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests ran against the real PostgreSQL server, so a run shows it."""
+    passed = terminalreporter.stats.get("passed", [])
+    on_postgres = [r for r in passed if "postgres" in r.keywords]
+    terminalreporter.write_line(f"PostgreSQL-backed tests passed: {len(on_postgres)}")
