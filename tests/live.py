@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,28 +41,29 @@ def pirloop(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
 def live_server(env: dict[str, str], *, startup_seconds: float = 60) -> Iterator[str]:
     """Yield the base URL of a running `pirloop serve`; stop it afterwards."""
     port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "pirloop"), "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a server whose log
+    # fills the pipe's buffer blocks on its next log line.
+    log_path = Path(tempfile.mkdtemp(prefix="pirloop-serve-")) / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "pirloop"), "serve", "--port", str(port)],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + startup_seconds
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited early:\n{process.stdout.read() if process.stdout else ''}"
-                )
+                raise RuntimeError(f"server exited early:\n{log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
+                raise RuntimeError(f"server did not become ready:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         yield base
     finally:
@@ -69,3 +72,4 @@ def live_server(env: dict[str, str], *, startup_seconds: float = 60) -> Iterator
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        shutil.rmtree(log_path.parent, ignore_errors=True)
