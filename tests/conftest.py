@@ -105,6 +105,21 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def service_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a `pirloop` process in a test: test secrets, its own data directory,
+    embedded defaults unless overridden."""
+    env = {
+        "PIRLOOP_ENVIRONMENT": "test",
+        "PIRLOOP_SECRET_KEY": TEST_SECRET,
+        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
+        "PIRLOOP_DATA_DIR": str(data_dir),
+        "PIRLOOP_DATABASE_URL": "",
+        "PIRLOOP_REDIS_URL": "",
+    }
+    env.update(overrides)
+    return env
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path)

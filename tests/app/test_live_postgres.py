@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.database import make_engine
 from app.models import Impression, Interaction
-from tests.conftest import TEST_ADMIN, TEST_SECRET, create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, service_env
 from tests.live import live_server, pirloop
 
 pytestmark = pytest.mark.postgres
@@ -18,15 +18,7 @@ pytestmark = pytest.mark.postgres
 
 def test_served_rated_and_stored_in_postgres(pg_url: str, tmp_path: Path) -> None:
     url = create_pg_database("pirloop_live")
-    env = {
-        "PIRLOOP_DATABASE_URL": url,
-        "PIRLOOP_REDIS_URL": "",
-        "PIRLOOP_ENVIRONMENT": "test",
-        "PIRLOOP_SECRET_KEY": TEST_SECRET,
-        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
-        "PIRLOOP_DATA_DIR": str(tmp_path),
-        "PIRLOOP_BATCH_SIZE": "6",
-    }
+    env = service_env(tmp_path, PIRLOOP_DATABASE_URL=url, PIRLOOP_BATCH_SIZE="6")
     try:
         pirloop(["db", "upgrade"], env)
         assert "created version" in pirloop(["init", "--placeholder"], env)

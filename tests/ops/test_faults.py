@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from app.database import make_engine
 from app.models import Impression, Interaction
-from tests.conftest import TEST_ADMIN, TEST_SECRET, create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, service_env
 from tests.live import free_port, pirloop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -28,18 +28,14 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def pg_env(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     url = create_pg_database("pirloop_faults")
-    env = {
-        "PIRLOOP_DATABASE_URL": url,
-        "PIRLOOP_REDIS_URL": "",
-        "PIRLOOP_ENVIRONMENT": "test",
-        "PIRLOOP_SECRET_KEY": TEST_SECRET,
-        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
-        "PIRLOOP_DATA_DIR": str(tmp_path),
-        "PIRLOOP_BATCH_SIZE": "20",
-        "PIRLOOP_EMBEDDED_SCHEDULER": "false",
-        "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
-        "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "0",
-    }
+    env = service_env(
+        tmp_path,
+        PIRLOOP_DATABASE_URL=url,
+        PIRLOOP_BATCH_SIZE="20",
+        PIRLOOP_EMBEDDED_SCHEDULER="false",
+        PIRLOOP_RATE_LIMIT_IP_PER_MINUTE="0",
+        PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE="0",
+    )
     pirloop(["db", "upgrade"], env)
     pirloop(["init", "--placeholder"], env)
     yield env

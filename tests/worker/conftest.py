@@ -9,12 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    TEST_ADMIN,
-    TEST_SECRET,
-    create_pg_database,
-    drop_pg_database,
-)
+from tests.conftest import create_pg_database, drop_pg_database, service_env
 from tests.live import pirloop
 
 pytest.importorskip("torch")
@@ -25,13 +20,7 @@ REQUIRE_REDIS = os.environ.get("PIRLOOP_REQUIRE_REDIS") == "1"
 
 def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     """Environment for a service and worker running the whole loop at toy scale."""
-    env = {
-        "PIRLOOP_ENVIRONMENT": "test",
-        "PIRLOOP_SECRET_KEY": TEST_SECRET,
-        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
-        "PIRLOOP_DATA_DIR": str(data_dir),
-        "PIRLOOP_DATABASE_URL": "",
-        "PIRLOOP_REDIS_URL": "",
+    toy = {
         "PIRLOOP_PRESET": "tiny",
         "PIRLOOP_BATCH_SIZE": "16",
         "PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE": "5",
@@ -44,8 +33,15 @@ def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
         "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "0",
     }
-    env.update(overrides)
-    return env
+    return service_env(data_dir, **{**toy, **overrides})
+
+
+def version_with_comparison(base: str, version_id: int) -> dict[str, Any] | None:
+    """The version once its comparison with its parent is recorded, else None."""
+    return next(
+        (v for v in versions(base) if v["id"] == version_id and "comparison" in v["metrics"]),
+        None,
+    )
 
 
 def wait_for(

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.database import make_engine
 from app.models import GeneratorVersion, TrainingRun
 from tests.live import live_server
-from tests.worker.conftest import serving, versions, wait_for
+from tests.worker.conftest import serving, version_with_comparison, wait_for
 from tests.worker.test_embedded_loop import traffic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -66,14 +66,7 @@ def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: 
         assert second["parent_id"] == first["id"]
         traffic(base, 16 * 6)
         evaluated = wait_for(
-            lambda: next(
-                (
-                    v
-                    for v in versions(base)
-                    if v["id"] == second["id"] and "comparison" in v["metrics"]
-                ),
-                None,
-            ),
+            lambda: version_with_comparison(base, second["id"]),
             timeout=120,
             what="the comparison of version 1 with version 0",
         )

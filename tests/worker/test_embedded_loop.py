@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.live import live_server
-from tests.worker.conftest import loop_env, serving, versions, wait_for
+from tests.worker.conftest import loop_env, serving, version_with_comparison, wait_for
 from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
 
@@ -46,14 +46,7 @@ def test_embedded_loop_promotes_and_evaluates(tmp_path: Path) -> None:
 
         traffic(base, 16 * 6)
         evaluated = wait_for(
-            lambda: next(
-                (
-                    v
-                    for v in versions(base)
-                    if v["id"] == second["id"] and "comparison" in v["metrics"]
-                ),
-                None,
-            ),
+            lambda: version_with_comparison(base, second["id"]),
             timeout=120,
             what="the new version's comparison",
         )
