@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,14 +34,19 @@ ERROR_CODES = {
 }
 
 
+def error_code(status: int) -> str:
+    return ERROR_CODES.get(status, "error")
+
+
 def error_body(status: int, message: str, detail: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": ERROR_CODES.get(status, "error"), "message": message}
+    body: dict[str, Any] = {"error": error_code(status), "message": message}
     if detail is not None:
         body["detail"] = detail
     return body
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Validation errors as one line: `where: what` for the first few."""
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -64,7 +70,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse(
             status_code=422,
-            content=error_body(422, _describe(errors), jsonable_encoder(errors)),
+            content=error_body(422, describe_errors(errors), jsonable_encoder(errors)),
         )
 
     async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -89,19 +95,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Refuse bodies over max_bytes with 413, whether or not Content-Length is sent."""
+    """Refuse bodies over max_bytes with 413, whether or not Content-Length is sent. The paths
+    in `path_limits` (exact matches) have their own limit: a batch endpoint needs more."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         received = 0
 
@@ -110,19 +121,20 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)
 
-    async def _refuse(self, send: Send) -> None:
+    @staticmethod
+    async def _refuse(send: Send, max_bytes: int) -> None:
         response = JSONResponse(
             status_code=413,
-            content=error_body(413, f"request body is larger than {self.max_bytes} bytes"),
+            content=error_body(413, f"request body is larger than {max_bytes} bytes"),
         )
         await response({"type": "http"}, _no_receive, send)
 

@@ -158,3 +158,10 @@ class Ingest:
     async def record_interaction(self, item: NewInteraction) -> StoredInteraction:
         """Raises UnknownImpression, RatingNotAllowed, or WriteUnavailable."""
         return await self.writer.submit(self._interactions, item)
+
+    async def record_interactions(
+        self, items: Sequence[NewInteraction]
+    ) -> list[StoredInteraction | Exception]:
+        """Many interactions in one submission and one transaction: for each, in order, the
+        stored row or its refusal (UnknownImpression, RatingNotAllowed, WriteUnavailable)."""
+        return await self.writer.submit_many(self._interactions, items)

@@ -70,7 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits={interactions.BATCH_PATH: settings.max_batch_body_bytes},
+    )
     app.state.rate_limiter = make_rate_limiter(settings.redis_url)
     app.add_middleware(
         ClientRateLimit,

@@ -21,8 +21,11 @@ LIMITED_PATHS = ("/v1/impressions", "/v1/interactions", "/v1/beacon", "/v1/embed
 
 
 class RateLimiter(Protocol):
-    def hit(self, key: str, per_minute: int) -> float | None:
-        """Count one request; return seconds to wait if over the limit, else None."""
+    def hit(self, key: str, per_minute: int, cost: int = 1) -> float | None:
+        """Count `cost` events (one request, or each item of a batch); return seconds to wait
+        if over the limit, else None. A cost above the whole limit passes only when nothing
+        else was counted in the window, so a batch larger than the limit is not refused
+        forever; the time it overdraws is waited off by the next requests."""
 
 
 class MemoryRateLimiter:
@@ -30,16 +33,17 @@ class MemoryRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
         self._lock = threading.Lock()
 
-    def hit(self, key: str, per_minute: int) -> float | None:
+    def hit(self, key: str, per_minute: int, cost: int = 1) -> float | None:
         now = time.monotonic()
         rate = per_minute / 60.0
+        need = float(min(cost, per_minute))
         with self._lock:
             tokens, last = self._buckets.get(key, (float(per_minute), now))
             tokens = min(float(per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
+            if tokens < need:
                 self._buckets[key] = (tokens, now)
-                return (1.0 - tokens) / rate
-            self._buckets[key] = (tokens - 1.0, now)
+                return (need - tokens) / rate
+            self._buckets[key] = (tokens - cost, now)  # below zero: overdrawn by a big batch
             if len(self._buckets) > 100_000:
                 self._forget_full(now, rate)
         return None
@@ -57,22 +61,27 @@ class RedisRateLimiter:
 
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5)
 
-    def hit(self, key: str, per_minute: int) -> float | None:
+    def hit(self, key: str, per_minute: int, cost: int = 1) -> float | None:
         now = time.time()
         window = int(now // 60)
         name = f"pirloop:rl:{key}:{window}"
         try:
             pipe = self._redis.pipeline()
-            pipe.incr(name)
+            pipe.incrby(name, cost)
             pipe.expire(name, 61)
             count = int(pipe.execute()[0])
         except Exception:
             # A limiter outage must not take the public endpoints down with it.
             log.warning("rate limiter unavailable; letting the request through")
             return None
-        if count > per_minute:
+        if count > per_minute and count > cost:
             return (window + 1) * 60 - now
         return None
+
+
+def address_key(address: str) -> str:
+    """The limiter key of one client address, shared by the middleware and the batch route."""
+    return f"ip:{address}"
 
 
 def make_rate_limiter(redis_url: str) -> RateLimiter:
@@ -87,7 +96,8 @@ def too_many(retry_after: float) -> tuple[dict[str, str], bytes]:
 
 class ClientRateLimit:
     """429 with Retry-After when one client address sends more than per_minute requests to
-    the public write endpoints."""
+    the public write endpoints. It counts each request as one before its body is read; the
+    batch route counts the rest of its items (app/routers/interactions.py)."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, per_minute: int) -> None:
         self.app = app
@@ -102,7 +112,7 @@ class ClientRateLimit:
         ):
             client = scope.get("client")
             address = client[0] if client else "unknown"
-            retry_after = self.limiter.hit(f"ip:{address}", self.per_minute)
+            retry_after = self.limiter.hit(address_key(address), self.per_minute)
             if retry_after is not None:
                 headers, body = too_many(retry_after)
                 await send(

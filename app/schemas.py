@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.models import Placement
 
@@ -59,6 +60,61 @@ class InteractionRead(BaseModel):
     kind: str
     value: float
     duplicate: bool
+
+
+# Interactions one POST /v1/interactions/batch may carry: a page's queue or a collector's
+# buffer fits, while one request's writes stay a small share of one group commit.
+MAX_BATCH_INTERACTIONS = 500
+
+
+def _batch_size(items: list[Any]) -> list[Any]:
+    if not 1 <= len(items) <= MAX_BATCH_INTERACTIONS:
+        raise PydanticCustomError(
+            "batch_size",
+            "a batch holds from 1 to {limit} interactions, this one has {count}",
+            {"limit": MAX_BATCH_INTERACTIONS, "count": len(items)},
+        )
+    return items
+
+
+class InteractionBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Each item is an InteractionCreate, checked one by one when the batch is recorded
+    # (app/recording.py): a bad item is refused in its own result while the others are
+    # stored, so the schema documents the item but validation here takes any JSON value.
+    interactions: Annotated[
+        list[Annotated[Any, WithJsonSchema(InteractionCreate.model_json_schema())]],
+        AfterValidator(_batch_size),
+        Field(json_schema_extra={"minItems": 1, "maxItems": MAX_BATCH_INTERACTIONS}),
+    ]
+
+
+class ItemError(BaseModel):
+    """Why one item of a batch was not stored: the code and message the single endpoint
+    would have answered for it."""
+
+    error: str
+    message: str
+
+
+class InteractionResult(BaseModel):
+    index: int
+    status: Literal["created", "duplicate", "rejected"]
+    # Set for "created" and "duplicate" (the first value stored stands for a duplicate).
+    interaction_id: int | None = None
+    impression_id: int | None = None
+    kind: str | None = None
+    value: float | None = None
+    # Set for "rejected".
+    error: ItemError | None = None
+
+
+class InteractionBatchRead(BaseModel):
+    results: list[InteractionResult]
+    created: int
+    duplicate: int
+    rejected: int
 
 
 class ImagePir(BaseModel):

@@ -57,8 +57,11 @@ class Settings(BaseSettings):
     # Tokens and public endpoints.
     token_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
-    # Public write endpoints, requests per minute; 0 turns a limit off. One address may hide
-    # many people (offices, mobile carriers), so its limit is the higher one.
+    # POST /v1/interactions/batch: up to 500 items of at most ~600 bytes each.
+    max_batch_body_bytes: int = Field(default=512 * 1024, ge=256)
+    # Public write endpoints, requests per minute (a batch of interactions counts each item);
+    # 0 turns a limit off. One address may hide many people (offices, mobile carriers), so
+    # its limit is the higher one.
     rate_limit_ip_per_minute: int = Field(default=1200, ge=0)
     rate_limit_visitor_per_minute: int = Field(default=60, ge=0)
     # Delete raw impressions and interactions of versions retired this many days ago, after

@@ -16,6 +16,8 @@ a loop per request), and database calls never run on a loop.
 What a write does in the database is a `BatchKind`: it turns a list of items into one result
 per item, with the SQL shared by the whole list. An item the kind refuses (its token names no
 impression, nothing is being served) gets its own exception while its neighbours are stored.
+A request that carries many items (POST /v1/interactions/batch) submits them together: one
+queue entry, one future, and all its items in the same transaction.
 """
 
 from __future__ import annotations
@@ -57,8 +59,11 @@ class BatchKind(ABC, Generic[ItemT, ResultT]):
 @dataclass
 class _Pending:
     kind: BatchKind[Any, Any]
-    item: Any
+    items: list[Any]
     future: asyncio.Future[Any]
+    # True: the future gets the list of outcomes, exceptions included (`submit_many`);
+    # False: the one item's result, or its exception raised (`submit`).
+    many: bool
 
 
 _STOP = object()
@@ -111,11 +116,27 @@ class GroupCommitWriter:
 
     async def submit(self, kind: BatchKind[ItemT, ResultT], item: ItemT) -> ResultT:
         """Queue one write and return its result once its transaction has committed."""
-        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        outcome: ResultT = await self._enqueue(kind, [item], many=False)
+        return outcome
+
+    async def submit_many(
+        self, kind: BatchKind[ItemT, ResultT], items: Sequence[ItemT]
+    ) -> list[ResultT | Exception]:
+        """Queue several writes as one entry and return one outcome per item, in order, once
+        the transaction holding them has committed. A refused item gets its exception in
+        the list; its neighbours are stored. Never split across transactions unless the
+        database refuses the batch and the items are retried one by one."""
+        if not items:
+            return []
+        outcomes: list[ResultT | Exception] = await self._enqueue(kind, list(items), many=True)
+        return outcomes
+
+    async def _enqueue(self, kind: BatchKind[Any, Any], items: list[Any], *, many: bool) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self._lock:
             if not self._open:
                 raise WriteUnavailable("the writer is not running")
-            self._queue.put(_Pending(kind, item, future))
+            self._queue.put(_Pending(kind, items, future, many))
         return await future
 
     def _run(self) -> None:
@@ -125,7 +146,9 @@ class GroupCommitWriter:
             if first is _STOP:
                 return
             batch: list[_Pending] = [first]  # type: ignore[list-item]
-            while len(batch) < self._max_batch:
+            # Counted in items: an entry of many items is never split, even past max_batch.
+            size = len(batch[0].items)
+            while size < self._max_batch:
                 try:
                     pending = self._queue.get_nowait()
                 except queue.Empty:
@@ -134,44 +157,50 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(pending)  # type: ignore[arg-type]
-            outcomes = self._commit(batch)
+                size += len(pending.items)  # type: ignore[attr-defined]
+            writes = [(pending.kind, item) for pending in batch for item in pending.items]
+            outcomes = self._commit(writes)
             self.batches += 1
             self._answer(batch, outcomes)
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for pending, outcome in zip(batch, outcomes, strict=True):
+        start = 0
+        for pending in batch:
+            end = start + len(pending.items)
+            outcome = outcomes[start:end] if pending.many else outcomes[start]
+            start = end
             by_loop.setdefault(pending.future.get_loop(), []).append((pending.future, outcome))
         for loop, answers in by_loop.items():
             # One wake-up per loop and batch; a closed loop has nobody waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, answers)
 
-    def _commit(self, batch: list[_Pending]) -> list[Any]:
+    def _commit(self, writes: list[tuple[BatchKind[Any, Any], Any]]) -> list[Any]:
         try:
-            return self._apply(batch)
+            return self._apply(writes)
         except Exception as exc:
             if is_unavailable(exc):
-                log.warning("a batch of %d writes failed: %s", len(batch), exc.__class__.__name__)
-                return [WriteUnavailable(str(exc)) for _ in batch]
-            if len(batch) == 1:
+                log.warning("a batch of %d writes failed: %s", len(writes), exc.__class__.__name__)
+                return [WriteUnavailable(str(exc)) for _ in writes]
+            if len(writes) == 1:
                 log.exception("a write failed")
                 return [exc]
             # Not an outage but a row the database refused: apply each write on its own, so
-            # one bad row fails one request, not every request that shared its transaction.
-            log.warning("a batch of %d writes failed; retrying them one by one", len(batch))
-            return [outcome for pending in batch for outcome in self._commit([pending])]
+            # one bad row fails one item, not every item that shared its transaction.
+            log.warning("a batch of %d writes failed; retrying them one by one", len(writes))
+            return [outcome for write in writes for outcome in self._commit([write])]
 
-    def _apply(self, batch: list[_Pending]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(batch)
+    def _apply(self, writes: list[tuple[BatchKind[Any, Any], Any]]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(writes)
         by_kind: dict[int, list[int]] = {}
-        for index, pending in enumerate(batch):
-            by_kind.setdefault(id(pending.kind), []).append(index)
+        for index, (kind, _) in enumerate(writes):
+            by_kind.setdefault(id(kind), []).append(index)
         with self._session_factory() as session, session.begin():
             for indices in by_kind.values():
-                kind = batch[indices[0]].kind
-                results = kind.apply(session, [batch[i].item for i in indices])
+                kind = writes[indices[0]][0]
+                results = kind.apply(session, [writes[i][1] for i in indices])
                 for index, result in zip(indices, results, strict=True):
                     outcomes[index] = result
         return outcomes

@@ -43,3 +43,16 @@ INTERACTION = {
 @app.post("/bare/interactions", status_code=201)
 def interaction(body: dict[str, object]) -> dict[str, object]:
     return INTERACTION
+
+
+BATCH_ITEM = {k: v for k, v in INTERACTION.items() if k != "duplicate"}
+
+
+@app.post("/bare/interactions/batch")
+def interactions_batch(body: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+    """The same JSON in and a result per item out, as POST /v1/interactions/batch."""
+    results = [
+        {"index": index, "status": "created", **BATCH_ITEM}
+        for index, _ in enumerate(body["interactions"])
+    ]
+    return {"results": results, "created": len(results), "duplicate": 0, "rejected": 0}

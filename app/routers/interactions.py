@@ -8,12 +8,24 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.deps import IngestDep, SettingsDep
-from app.ingest import Ingest, NewInteraction, RatingNotAllowed, UnknownImpression
-from app.schemas import InteractionCreate, InteractionRead
+from app.ingest import Ingest, StoredInteraction
+from app.ratelimit import RateLimiter, address_key, too_many
+from app.recording import InteractionRefused, record_many, record_one
+from app.schemas import (
+    MAX_BATCH_INTERACTIONS,
+    InteractionBatchCreate,
+    InteractionBatchRead,
+    InteractionCreate,
+    InteractionRead,
+    InteractionResult,
+    ItemError,
+)
 from app.settings import Settings
-from app.tokens import TokenError, verify_impression
 
-router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
+PREFIX = "/v1/interactions"
+BATCH_PATH = f"{PREFIX}/batch"
+
+router = APIRouter(prefix=PREFIX, tags=["interactions"])
 
 
 @router.post(
@@ -70,28 +82,40 @@ async def create_interaction_beacon(
     return await record_interaction(body, response, settings=settings, ingest=ingest)
 
 
+@router.post(
+    "/batch",
+    responses={
+        200: {"description": "every item answered in order; the created ones are committed"},
+        413: {"description": "the body is larger than PIRLOOP_MAX_BATCH_BODY_BYTES"},
+        429: {"description": "this address sent more interactions than its limit allows"},
+    },
+    response_model_exclude_none=True,
+    description=(
+        f"Record 1 to {MAX_BATCH_INTERACTIONS} interactions in one request. Each item is "
+        "checked as POST /v1/interactions checks its body and answered in `results`, in "
+        "order: `created`, `duplicate` (stored before, or earlier in this batch: the first "
+        "value stands) or `rejected` with the error the single endpoint would give. The good "
+        "items are stored in one transaction and the answer comes after its COMMIT; a bad "
+        "item never fails the rest. The address rate limit counts every item."
+    ),
+)
+async def create_interactions_batch(
+    body: InteractionBatchCreate, request: Request, settings: SettingsDep, ingest: IngestDep
+) -> InteractionBatchRead:
+    """Many interactions, one writer submission, one answer after the COMMIT."""
+    charge_items(request, settings, len(body.interactions))
+    outcomes = await record_many(body.interactions, secret=settings.secret_key, ingest=ingest)
+    return batch_read(outcomes)
+
+
 async def record_interaction(
     body: InteractionCreate, response: Response, *, settings: Settings, ingest: Ingest
 ) -> InteractionRead:
     """Answers once the row is committed (or was stored before: a repeat answers 200)."""
     try:
-        claims = verify_impression(settings.secret_key, body.token)
-    except TokenError as exc:
-        raise HTTPException(status_code=401, detail=str(exc)) from exc
-    assert body.value is not None  # the schema fills a default for every kind
-    try:
-        stored = await ingest.record_interaction(
-            NewInteraction(
-                impression_id=claims.impression_id,
-                image_id=claims.image_id,
-                kind=body.kind,
-                value=body.value,
-            )
-        )
-    except UnknownImpression as exc:
-        raise HTTPException(status_code=401, detail=str(exc)) from exc
-    except RatingNotAllowed as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from exc
+        stored = await record_one(body, secret=settings.secret_key, ingest=ingest)
+    except InteractionRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.message) from exc
     if not stored.created:
         response.status_code = 200
     return InteractionRead(
@@ -100,4 +124,47 @@ async def record_interaction(
         kind=stored.kind,
         value=stored.value,
         duplicate=not stored.created,
+    )
+
+
+def charge_items(request: Request, settings: Settings, items: int) -> None:
+    """The address limit counts interactions, not requests: the middleware counted this
+    request as one (app/ratelimit.py); count the rest of its items, or refuse it whole."""
+    if not settings.rate_limit_ip_per_minute or items <= 1:
+        return
+    limiter: RateLimiter = request.app.state.rate_limiter
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.hit(address_key(address), settings.rate_limit_ip_per_minute, cost=items - 1)
+    if wait is not None:
+        headers, _ = too_many(wait)
+        raise HTTPException(
+            status_code=429,
+            detail=f"too many interactions from this address; retry in {headers['Retry-After']} s",
+            headers=headers,
+        )
+
+
+def batch_read(outcomes: list[StoredInteraction | InteractionRefused]) -> InteractionBatchRead:
+    results = [
+        InteractionResult(
+            index=index,
+            status="rejected",
+            error=ItemError(error=outcome.error, message=outcome.message),
+        )
+        if isinstance(outcome, InteractionRefused)
+        else InteractionResult(
+            index=index,
+            status="created" if outcome.created else "duplicate",
+            interaction_id=outcome.interaction_id,
+            impression_id=outcome.impression_id,
+            kind=outcome.kind,
+            value=outcome.value,
+        )
+        for index, outcome in enumerate(outcomes)
+    ]
+    return InteractionBatchRead(
+        results=results,
+        created=sum(result.status == "created" for result in results),
+        duplicate=sum(result.status == "duplicate" for result in results),
+        rejected=sum(result.status == "rejected" for result in results),
     )

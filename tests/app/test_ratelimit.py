@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.bootstrap import ensure_initial_version
 from app.database import make_engine, make_session_factory
 from app.main import create_app
+from app.models import Interaction
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from tests.conftest import empty_tables, make_settings
 
@@ -45,6 +47,39 @@ def test_visitor_and_address_limits(limited_client: TestClient) -> None:
     assert int(response.headers["retry-after"]) >= 1
     assert response.json()["error"] == "rate_limited"
     assert limited_client.get("/healthz").status_code == 200  # reads are not limited
+
+
+def test_a_batch_counts_each_interaction_against_the_address_limit(
+    limited_client: TestClient, sqlite_url: str
+) -> None:
+    served = limited_client.post("/v1/impressions", json={"placement": "rating"}).json()
+    item = {"token": served["token"], "kind": "click"}
+    # 1 impression + 5 interactions: 6 of this address's 7.
+    five = limited_client.post("/v1/interactions/batch", json={"interactions": [item] * 5})
+    assert five.status_code == 200, five.text
+    # Two more would make 8: refused whole, nothing of it stored.
+    two = limited_client.post(
+        "/v1/interactions/batch",
+        json={"interactions": [{**item, "kind": "like"}, {**item, "kind": "share"}]},
+    )
+    assert two.status_code == 429
+    assert two.json()["error"] == "rate_limited"
+    assert "interactions" in two.json()["message"]
+    assert int(two.headers["retry-after"]) >= 1
+    engine = make_engine(sqlite_url)
+    with engine.connect() as connection:
+        kinds = connection.scalars(select(Interaction.kind)).all()
+    engine.dispose()
+    assert kinds == ["click"]
+
+
+def test_a_batch_larger_than_the_limit_overdraws_a_full_bucket() -> None:
+    limiter = MemoryRateLimiter()
+    assert limiter.hit("k", 10, cost=25) is None
+    wait = limiter.hit("k", 10)
+    assert wait is not None
+    # 16 tokens short at 10 a minute.
+    assert 95 < wait <= 96
 
 
 def test_memory_bucket_refills() -> None:

@@ -104,6 +104,42 @@ def test_a_row_the_database_refuses_fails_only_its_own_request(
     assert kind.batches[1:] == [[2, 1013, 4], [2], [1013], [4]]
 
 
+def test_submit_many_is_one_entry_committed_with_its_neighbours(
+    writer: GroupCommitWriter,
+) -> None:
+    hold = threading.Event()
+    kind = Doubling(hold)
+
+    async def go() -> list[object]:
+        first = asyncio.ensure_future(writer.submit(kind, 0))
+        await asyncio.sleep(0.05)  # the writer is inside the first batch now, held
+        many = asyncio.ensure_future(writer.submit_many(kind, [1, -2, 3]))
+        single = asyncio.ensure_future(writer.submit(kind, 4))
+        await asyncio.sleep(0.05)
+        hold.set()
+        return list(await asyncio.gather(first, many, single, return_exceptions=True))
+
+    first, many, single = asyncio.run(go())
+    assert first == 0
+    assert isinstance(many, list)
+    assert many[0] == 2
+    assert isinstance(many[1], ValueError)  # refused alone, in its place in the list
+    assert many[2] == 6
+    assert single == 8
+    assert kind.batches == [[0], [1, -2, 3, 4]]
+
+
+def test_submit_many_retries_its_items_one_by_one_when_the_database_refuses_one(
+    writer: GroupCommitWriter,
+) -> None:
+    kind = Doubling()
+    results = asyncio.run(writer.submit_many(kind, [1, 1013, 2]))
+    assert results[0] == 2
+    assert isinstance(results[1], ValueError)
+    assert results[2] == 4
+    assert kind.batches == [[1, 1013, 2], [1], [1013], [2]]
+
+
 def test_an_unavailable_database_fails_the_whole_batch(writer: GroupCommitWriter) -> None:
     class Down(BatchKind[int, int]):
         def apply(self, session: Session, items: Sequence[int]) -> list[int | Exception]:
