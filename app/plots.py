@@ -209,34 +209,83 @@ def pir_by_version(points: Sequence[PirPoint], *, title: str = "PIR per version"
     return Markup("".join(parts))
 
 
-def calibration(rows: Sequence[Mapping[str, Any]], *, title: str) -> Markup:
-    """Predicted against observed PIR per group of held-out images; the diagonal is perfect."""
-    usable = [r for r in rows if r.get("predicted_mean") is not None]
+@dataclass(frozen=True)
+class ScatterPoint:
+    x: float
+    y: float
+    label: str
+    series: int = 0
+    """Index into the series names (and the palette)."""
+    weight: float = 1.0
+    """Relative size of the dot."""
+
+
+def scatter(
+    points: Sequence[ScatterPoint],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    series_names: Sequence[str] = (),
+    diagonal: bool = False,
+    empty_message: str = "nothing to plot yet",
+) -> Markup:
+    """Dots, one colour per series; with diagonal, both axes share a range and y = x is drawn."""
+    usable = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
     if not usable:
-        return empty(title, "no calibration table recorded for this version")
-    values = [float(r["predicted_mean"]) for r in usable] + [
-        float(r["observed_mean"]) for r in usable
-    ]
-    low, high = _padded(min(values), max(values))
-    frame = _Frame(low, high, low, high)
-    parts = _open(title, "estimator calibration: predicted against observed PIR")
-    parts += _axes(frame, x_label="predicted PIR (group mean)", y_label="observed PIR")
-    parts.append(
-        f'<line x1="{frame.x(low):.1f}" y1="{frame.y(low):.1f}" x2="{frame.x(high):.1f}" '
-        f'y2="{frame.y(high):.1f}" stroke="{AXIS}" stroke-dasharray="4 4"/>'
-    )
-    biggest = max(float(r.get("count", 1)) for r in usable) or 1.0
-    for row in usable:
-        predicted, observed = float(row["predicted_mean"]), float(row["observed_mean"])
-        radius = 3 + 4 * math.sqrt(float(row.get("count", 1)) / biggest)
+        return empty(title, empty_message)
+    xs, ys = [p.x for p in usable], [p.y for p in usable]
+    if diagonal:
+        low, high = _padded(min(xs + ys), max(xs + ys))
+        frame = _Frame(low, high, low, high, top=48 if series_names else 34)
+    else:
+        frame = _Frame(*_padded(min(xs), max(xs)), *_padded(min(ys), max(ys)))
+    parts = _open(title, f"{y_label} against {x_label}")
+    parts += _axes(frame, x_label=x_label, y_label=y_label)
+    if series_names:
+        parts += _legend(series_names)
+    if diagonal:
         parts.append(
-            f'<circle class="point" cx="{frame.x(predicted):.1f}" cy="{frame.y(observed):.1f}" '
-            f'r="{radius:.1f}" fill="{PALETTE[0]}" fill-opacity="0.75">'
-            f"<title>predicted {predicted:.4f}, observed {observed:.4f}, "
-            f"{int(row.get('count', 0))} images</title></circle>"
+            f'<line x1="{frame.x(frame.x_min):.1f}" y1="{frame.y(frame.y_min):.1f}" '
+            f'x2="{frame.x(frame.x_max):.1f}" y2="{frame.y(frame.y_max):.1f}" '
+            f'stroke="{AXIS}" stroke-dasharray="4 4"/>'
+        )
+    biggest = max(p.weight for p in usable) or 1.0
+    for point in usable:
+        radius = 3 + 4 * math.sqrt(max(point.weight, 0.0) / biggest)
+        colour = PALETTE[point.series % len(PALETTE)]
+        parts.append(
+            f'<circle class="point" cx="{frame.x(point.x):.1f}" cy="{frame.y(point.y):.1f}" '
+            f'r="{radius:.1f}" fill="{colour}" fill-opacity="0.75">'
+            f"<title>{escape(point.label)}</title></circle>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def calibration(rows: Sequence[Mapping[str, Any]], *, title: str) -> Markup:
+    """Predicted against observed PIR per group of held-out images; the diagonal is perfect."""
+    points = [
+        ScatterPoint(
+            x=float(row["predicted_mean"]),
+            y=float(row["observed_mean"]),
+            label=(
+                f"predicted {float(row['predicted_mean']):.4f}, observed "
+                f"{float(row['observed_mean']):.4f}, {int(row.get('count', 0))} images"
+            ),
+            weight=float(row.get("count", 1)),
+        )
+        for row in rows
+        if row.get("predicted_mean") is not None
+    ]
+    return scatter(
+        points,
+        title=title,
+        x_label="predicted PIR (group mean)",
+        y_label="observed PIR",
+        diagonal=True,
+        empty_message="no calibration table recorded for this version",
+    )
 
 
 def line_chart(

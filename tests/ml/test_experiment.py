@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from worker.ml.estimator import EstimatorConfig
 from worker.ml.experiment import ExperimentConfig, run_experiment
 from worker.ml.tuning import TuningConfig
@@ -40,3 +42,45 @@ def test_tiny_experiment_writes_json_and_grid(tmp_path: Path, tiny_pretrained: P
     assert first["estimator"]["n_train"] + first["estimator"]["n_holdout"] == 48
     assert second["estimator"]["n_train"] + second["estimator"]["n_holdout"] == 96
     assert (tmp_path / "grid.png").stat().st_size > 0
+    # Overall: the original generator's batch against the last round's, on the same scale.
+    overall = results["overall"]
+    assert overall["pre_mean"] == first["pre_mean"]
+    assert overall["post_mean"] == second["post_mean"]
+    assert overall["delta"] == overall["post_mean"] - overall["pre_mean"]
+    assert 0 <= overall["p_value"] <= 1
+    assert overall["estimated_to_true_ratio"] == overall["estimated_delta"] / overall["delta"]
+
+
+def test_experiment_refuses_an_empty_budget(tiny_pretrained: Path) -> None:
+    for bad in ({"rounds": 0}, {"images": 1}, {"impressions": 0}):
+        cfg = ExperimentConfig(preset="tiny", checkpoint=str(tiny_pretrained), **bad)
+        with pytest.raises(ValueError, match="an experiment needs rounds >= 1"):
+            run_experiment(cfg, progress=False)
+
+
+def test_an_exploring_batch_is_shown_but_before_and_after_stay_typical(
+    tiny_pretrained: Path,
+) -> None:
+    def run(scale: float) -> dict:
+        cfg = ExperimentConfig(
+            objective="color:blue",
+            preset="tiny",
+            checkpoint=str(tiny_pretrained),
+            images=32,
+            impressions=20,
+            device="cpu",
+            real_images=64,
+            explore_scale=scale,
+            estimator=EstimatorConfig(width=8, epochs=1),
+            tuning=TuningConfig(steps=1, batch_size=8, eval_latents=8),
+        )
+        return run_experiment(cfg, progress=False)
+
+    typical, exploring = run(1.0), run(3.0)
+    # The "before" batch is drawn at scale 1 either way: the same images, the same true PIR.
+    assert exploring["rounds"][0]["pre_mean"] == typical["rounds"][0]["pre_mean"]
+    # What the estimator learnt from differs: the exploring batch's observed clicks.
+    assert (
+        exploring["rounds"][0]["estimator"]["heldout_mean_observed"]
+        != typical["rounds"][0]["estimator"]["heldout_mean_observed"]
+    )

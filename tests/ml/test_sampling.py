@@ -43,3 +43,14 @@ def test_png_round_trip_and_grid(tmp_path: Path) -> None:
     path = save_grid(torch.rand(6, 3, 16, 16), tmp_path / "grid.png", nrow=3)
     grid = png_to_image(path.read_bytes())
     assert grid.shape == (3, 2 * 18 + 2, 3 * 18 + 2)
+
+
+def test_a_wider_latent_scale_gives_more_varied_images(tiny_pretrained: Path) -> None:
+    _, generator, _ = load_gan(load_checkpoint(tiny_pretrained), device=CPU)
+    seeds = range(64)
+    typical = generate_images(generator, seeds, device=CPU)
+    wide = generate_images(generator, seeds, device=CPU, latent_scale=3.0)
+    assert wide.shape == typical.shape
+    assert not torch.equal(wide, typical)
+    # Spread across the batch: per-pixel standard deviation over images.
+    assert wide.std(0).mean() > typical.std(0).mean()

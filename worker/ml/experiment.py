@@ -21,7 +21,7 @@ from app.stats import compare
 from worker.ml.checkpoints import load_checkpoint, load_gan
 from worker.ml.device import pick_device
 from worker.ml.diversity import diversity_score
-from worker.ml.estimator import EstimatorConfig, train_estimator
+from worker.ml.estimator import EstimatorConfig, PirEstimator, train_estimator
 from worker.ml.gan import get_preset
 from worker.ml.landscapes import render_landscapes
 from worker.ml.pretrain import CHECKPOINT_NAME, pretrain
@@ -60,6 +60,10 @@ class ExperimentConfig:
     """Real landscapes the discriminator keeps training on during tuning."""
     checkpoint: str | None = None
     """Pretrained GAN checkpoint file; None resolves the preset's."""
+    explore_scale: float = 1.0
+    """Latent scale of the batch shown to (simulated) people. Above 1 the batch varies more,
+    so objectives that barely vary across typical images give the estimator something to
+    learn from; before/after are still measured on typical images (scale 1)."""
     json_path: str | None = None
     grid_path: str | None = None
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -90,6 +94,11 @@ def pretrained_checkpoint(
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run cfg.rounds rounds; write the JSON and grid when paths are given; return the results."""
+    if cfg.rounds < 1 or cfg.images < 2 or cfg.impressions < 1:
+        raise ValueError(
+            f"an experiment needs rounds >= 1, images >= 2 and impressions >= 1, got "
+            f"{cfg.rounds}, {cfg.images} and {cfg.impressions}"
+        )
     started = time.perf_counter()
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -104,6 +113,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     observer = torch.Generator().manual_seed(cfg.seed)
     grid_before = generate_images(generator, GRID_SEEDS, device=device)
 
+    first_pre: tuple[torch.Tensor, torch.Tensor] | None = None  # images, true PIR
     seen_images: list[torch.Tensor] = []
     seen_positives: list[torch.Tensor] = []
     rounds: list[dict[str, Any]] = []
@@ -117,8 +127,20 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         pre_images = generate_images(generator, pre_seeds, device=device)
         pre_true = objective(pre_images)
         pre_positives = observe_binomial(pre_true, cfg.impressions, generator=observer)
-        seen_images.append(pre_images)
-        seen_positives.append(pre_positives)
+        if first_pre is None:
+            first_pre = (pre_images, pre_true)
+        if cfg.explore_scale == 1.0:
+            shown_images, shown_positives = pre_images, pre_positives
+        else:
+            # The same latents, widened: shown and observed instead of the typical batch.
+            shown_images = generate_images(
+                generator, pre_seeds, device=device, latent_scale=cfg.explore_scale
+            )
+            shown_positives = observe_binomial(
+                objective(shown_images), cfg.impressions, generator=observer
+            )
+        seen_images.append(shown_images)
+        seen_positives.append(shown_positives)
         all_images = torch.cat(seen_images)
         all_positives = torch.cat(seen_positives)
         impressions = torch.full_like(all_positives, float(cfg.impressions))
@@ -188,6 +210,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         )  # fmt: skip
         rounds.append(result)
 
+    assert first_pre is not None  # rounds >= 1, checked on entry
     results: dict[str, Any] = {
         "objective": cfg.objective,
         "objective_description": objective.describe(),
@@ -197,6 +220,9 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         "impressions": cfg.impressions,
         "steps": tuning_cfg.steps,
         "rounds": rounds,
+        # The original generator against the last one, on their own fresh seeds; the
+        # estimate is the last estimator's, which has seen every batch.
+        "overall": _overall(first_pre, post_images, post_true, estimator),
         "seed": cfg.seed,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
@@ -213,6 +239,33 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=float))
     return results
+
+
+def _overall(
+    first_pre: tuple[torch.Tensor, torch.Tensor],
+    last_post_images: torch.Tensor,
+    last_post_true: torch.Tensor,
+    estimator: PirEstimator,
+) -> dict[str, Any]:
+    """Every round together: the first round's "before" against the last round's "after"."""
+    pre_images, pre_true = first_pre
+    comparison = compare(pre_true.tolist(), last_post_true.tolist())
+    estimated = float(
+        estimator.predict(last_post_images).mean() - estimator.predict(pre_images).mean()
+    )
+    return {
+        "pre_mean": comparison.before.mean,
+        "post_mean": comparison.after.mean,
+        "delta": comparison.delta,
+        "effect_size": comparison.effect_size,
+        "p_value": comparison.p_value,
+        "estimated_delta": estimated,
+        "estimated_to_true_ratio": (
+            estimated / comparison.delta if comparison.delta != 0 else float("nan")
+        ),
+        "diversity_pre": diversity_score(pre_images),
+        "diversity_post": diversity_score(last_post_images),
+    }
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:

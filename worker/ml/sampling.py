@@ -31,13 +31,22 @@ def latents_for_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_images(
-    generator: Generator, seeds: Sequence[int], *, device: torch.device, batch_size: int = 256
+    generator: Generator,
+    seeds: Sequence[int],
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    latent_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Images [N, 3, H, W] in [0, 1] on the CPU for the given seeds (generator in eval mode)."""
+    """Images [N, 3, H, W] in [0, 1] on the CPU for the given seeds (generator in eval mode).
+
+    latent_scale > 1 draws latents from a wider normal: more varied, less typical images (see
+    ExperimentConfig.explore_scale for why a served batch may want that).
+    """
     was_training = generator.training
     generator.eval()
     try:
-        latents = latents_for_seeds(seeds, generator.latent_dim)
+        latents = latents_for_seeds(seeds, generator.latent_dim) * latent_scale
         chunks = [
             to_unit(generator(latents[start : start + batch_size].to(device))).clamp(0, 1).cpu()
             for start in range(0, len(latents), batch_size)
