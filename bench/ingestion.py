@@ -131,7 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--anchor-seconds", type=float, default=10)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="default 64 single-event connections, or 8 batch connections (800 in flight)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--repeat-share", type=float, default=0.05)
     parser.add_argument(
@@ -149,6 +154,10 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.batch <= MAX_BATCH_INTERACTIONS:
         parser.error(f"--batch takes 1 to {MAX_BATCH_INTERACTIONS}")
+    if args.connections is None:
+        # 64 connections of 100-item batches keep 6,400 interactions queued: the same
+        # throughput as 8 connections with eight times the latency.
+        args.connections = 64 if args.batch == 1 else 8
     headroom = HEADROOM["batch" if args.batch > 1 else "single"]
     count = args.impressions or int(
         TARGET_PER_SECOND * headroom * args.seconds / KINDS_PER_IMPRESSION

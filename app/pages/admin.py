@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app import dashboard, plots, queries
@@ -101,6 +102,32 @@ def _floats(value: Any) -> list[float]:
     return [float(v) for v in value if isinstance(v, int | float) and math.isfinite(float(v))]
 
 
+def predicted_against_measured(rows: list[AdminVersionRow]) -> Markup:
+    """Each tuned version's predicted change (the estimator's, at tuning time) against the
+    change measured from its traffic: points on the diagonal mean a calibrated estimator, and
+    points below it the paper's underestimation."""
+    points = [
+        plots.ScatterPoint(
+            x=row.comparison.delta,
+            y=row.estimated_delta,
+            label=(
+                f"v{row.id}: measured {row.comparison.delta:+.4f}, "
+                f"predicted {row.estimated_delta:+.4f}"
+            ),
+        )
+        for row in rows
+        if row.comparison is not None and row.estimated_delta is not None
+    ]
+    return plots.scatter(
+        points,
+        title="Predicted against measured change, per version",
+        x_label="measured change in PIR (vs parent)",
+        y_label="estimator's predicted change",
+        diagonal=True,
+        empty_message="no version has both a predicted and a measured change yet",
+    )
+
+
 def _selected(versions: list[GeneratorVersion], wanted: str | None) -> GeneratorVersion | None:
     by_id = {v.id: v for v in versions}
     if wanted and wanted.isdigit() and int(wanted) in by_id:
@@ -137,7 +164,10 @@ def _context(
         )
         for row in reversed(rows)
     ]
-    figures = {"pir": plots.pir_by_version(pir_points, title=f"PIR per version ({placement})")}
+    figures = {
+        "pir": plots.pir_by_version(pir_points, title=f"PIR per version ({placement})"),
+        "predicted_vs_measured": predicted_against_measured(rows),
+    }
     histogram_groups: list[tuple[str, list[float]]] = []
     if selected is not None:
         estimator = selected.metrics.get("estimator")

@@ -126,7 +126,18 @@ def test_dashboard_escapes_what_it_renders(
     page = client.get("/admin", headers=ADMIN).text
     assert "<script>x()</script>" not in page
     assert "&lt;script&gt;x()&lt;/script&gt;" in page
-    assert page.count("<svg") >= 5
+    assert page.count("<svg") >= 6
+
+
+def test_dashboard_plots_predicted_against_measured_change(
+    client: TestClient, seeded: Seeded
+) -> None:
+    page = client.get("/admin", headers=ADMIN).text
+    figure = page[page.index("Predicted against measured change") :]
+    figure = figure[: figure.index("</svg>")]
+    # The seeded v2 recorded a measured +0.02 and its estimator predicted +0.016.
+    assert f"v{seeded.version_ids[1]}: measured +0.0200, predicted +0.0160" in figure
+    assert figure.count("<circle") >= 1
 
 
 def test_embed_script_is_loadable_cross_origin(client: TestClient) -> None:
