@@ -192,6 +192,13 @@ def experiment(
         "var/experiment.json"
     ),
     grid: Annotated[Path | None, typer.Option(help="before/after grid PNG")] = None,
+    estimator_width: Annotated[
+        int, typer.Option(help="channels of the estimator CNN's first layer (offline)")
+    ] = 32,
+    explore_scale: Annotated[
+        float,
+        typer.Option(help="latent scale of the batch shown to simulated people (offline)"),
+    ] = 1.0,
 ) -> None:
     """Run the learning loop against a simulated objective and report the change: offline
     (generate, observe, estimate, tune, measure), or through a running service (--via-api)."""
@@ -215,6 +222,8 @@ def _experiment(
     rate: float,
     json_path: Path,
     grid: Path | None,
+    estimator_width: int,
+    explore_scale: float,
 ) -> None:
     if via_api:
         from worker.sim.via_api import ViaApiPlan, run_via_api
@@ -248,6 +257,9 @@ def _experiment(
         seed=seed,
         device=device,
         json_path=str(json_path),
+        grid_path=str(grid) if grid else None,
+        estimator_width=estimator_width,
+        explore_scale=explore_scale,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +34,24 @@ def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) 
     text = " ".join((result.stdout + result.stderr).replace("│", " ").split())
     assert message in text, text
     assert "Traceback" not in result.stderr
+
+
+def test_offline_experiment_takes_its_options_and_writes_json_and_grid(tmp_path: Path) -> None:
+    args = [
+        "experiment", "--objective", "color:blue", "--preset", "tiny", "--images", "24",
+        "--impressions", "10", "--rounds", "2", "--steps", "2", "--estimator-width", "8",
+        "--explore-scale", "1.5", "--json", "report.json", "--grid", "grid.png",
+    ]  # fmt: skip
+    env = {**os.environ, "PIRLOOP_TORCH_THREADS": "1"}
+    result = subprocess.run(
+        [PIRLOOP, *args], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["rounds"]) == 2
+    assert report["config"]["explore_scale"] == 1.5
+    assert report["config"]["estimator"]["width"] == 8
+    assert report["overall"]["pre_mean"] == report["rounds"][0]["pre_mean"]
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert "all 2 rounds" in result.stdout

@@ -314,6 +314,8 @@ def experiment_command(
     steps: int | None = None,
     json_path: str | None = None,
     grid_path: str | None = None,
+    estimator_width: int | None = None,
+    explore_scale: float = 1.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`pirloop experiment`: run the offline loop and print one line per round."""
@@ -331,7 +333,10 @@ def experiment_command(
         steps=steps,
         json_path=json_path,
         grid_path=grid_path,
+        explore_scale=explore_scale,
     )
+    if estimator_width is not None:
+        cfg = replace(cfg, estimator=replace(cfg.estimator, width=estimator_width))
     results = run_experiment(cfg, progress=progress)
     table = Table(title=f"{objective}: {images} images x {impressions} impressions")
     for column in (
@@ -358,6 +363,13 @@ def experiment_command(
         )
     console = Console()
     console.print(table)
+    if rounds > 1:
+        overall = results["overall"]
+        console.print(
+            f"all {rounds} rounds: PIR {overall['pre_mean']:.4f} -> {overall['post_mean']:.4f} "
+            f"({overall['delta']:+.4f}, d={overall['effect_size']:.2f}, "
+            f"p={overall['p_value']:.2g}), estimated {overall['estimated_delta']:+.4f}"
+        )
     console.print(
         f"{results['steps']} tuning steps per round, {results['seconds']:.0f}s on "
         f"{results['device']}"
