@@ -197,7 +197,14 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
             "tuning": {
                 k: v
                 for k, v in tune_metrics.items()
-                if k in ("seconds", "predicted_pir_start", "predicted_pir_end", "predicted_pir")
+                if k
+                in (
+                    "seconds",
+                    "predicted_pir_start",
+                    "predicted_pir_end",
+                    "predicted_pir",
+                    "predicted_pir_spread",
+                )
             },
             "comparison": comparison.as_dict(),
             "seconds": time.perf_counter() - round_started,

@@ -45,8 +45,14 @@ class TuningConfig:
     """Adam learning rate for the generator."""
     d_lr: float = 5e-5
     """RMSProp learning rate for the discriminator, which keeps training on real images."""
-    pir_weight: float = 15.0
-    """w in L_G = L_fool + w * L_PIR."""
+    pir_weight: float = 0.75
+    """w in L_G = L_fool + w * L_PIR, in pir_units. 0.75 batch standard deviations equals the
+    earlier w = 15 in PIR units for a single-colour objective (spread ≈ 0.05)."""
+    pir_units: str = "batch-std"
+    """"pir": L_PIR is minus the mean predicted PIR. "batch-std": the same divided by the
+    spread (standard deviation) of the predictions over the generator's images at the start,
+    so an objective that varies little across images pushes the generator as hard as one
+    that varies a lot; pir_weight then counts in those units."""
     anchor_weight: float = 5.0
     """Weight of the squared pixel distance (images in [0, 1]) to the pretrained generator."""
     diversity_weight: float = 10.0
@@ -93,7 +99,10 @@ def tune_generator(
     opt_d = torch.optim.RMSprop(discriminator.parameters(), lr=cfg.d_lr)
     real_all = from_unit(real_images).to(device)
     eval_z = torch.randn(cfg.eval_latents, generator.latent_dim, generator=rng).to(device)
-    start_pir = _mean_prediction(generator, estimator, eval_z, cfg.temperature)
+    start_pir, start_spread = _prediction_stats(generator, estimator, eval_z, cfg.temperature)
+    if cfg.pir_units not in ("pir", "batch-std"):
+        raise ValueError(f"pir_units must be 'pir' or 'batch-std', got {cfg.pir_units!r}")
+    pir_unit = max(start_spread, 1e-4) if cfg.pir_units == "batch-std" else 1.0
 
     curves: dict[str, list[float]] = {k: [] for k in ("fool", "pir", "anchor", "diversity", "d")}
     started = time.perf_counter()
@@ -115,7 +124,7 @@ def tune_generator(
             images = to_unit(fake)
             l_fool = fool_loss(discriminator(fake))
             l_pir = -estimator.expected_pir(images, temperature=cfg.temperature).mean()
-            loss = l_fool + cfg.pir_weight * l_pir
+            loss = l_fool + cfg.pir_weight * l_pir / pir_unit
             l_anchor = torch.zeros((), device=device)
             l_div = torch.zeros((), device=device)
             if cfg.anchor_weight > 0 or cfg.diversity_weight > 0:
@@ -141,7 +150,7 @@ def tune_generator(
                 curves["d"].append(float(d_loss.detach()))
             bar.advance(status=f"R {float(-l_pir.detach()):.3f} fool {float(l_fool.detach()):.2f}")
 
-    end_pir = _mean_prediction(generator, estimator, eval_z, cfg.temperature)
+    end_pir, _ = _prediction_stats(generator, estimator, eval_z, cfg.temperature)
     seconds = time.perf_counter() - started
     logger.info("tuning: predicted PIR %.4f -> %.4f in %.1fs", start_pir, end_pir, seconds)
     return {
@@ -150,6 +159,7 @@ def tune_generator(
         "predicted_pir_start": start_pir,
         "predicted_pir_end": end_pir,
         "predicted_pir_gain": end_pir - start_pir,
+        "predicted_pir_spread": start_spread,
         "loss_fool": curves["fool"],
         "predicted_pir": curves["pir"],
         "loss_anchor": curves["anchor"],
@@ -160,13 +170,15 @@ def tune_generator(
 
 
 @torch.no_grad()
-def _mean_prediction(
+def _prediction_stats(
     generator: Generator, estimator: PirEstimator, z: torch.Tensor, temperature: float | None
-) -> float:
+) -> tuple[float, float]:
+    """Mean and standard deviation of the predicted PIR of the generator's images for z."""
     was_training = generator.training
     generator.eval()
     try:
         images = to_unit(generator(z)).clamp(0, 1)
-        return float(estimator.expected_pir(images, temperature=temperature).mean())
+        predicted = estimator.expected_pir(images, temperature=temperature)
+        return float(predicted.mean()), float(predicted.std())
     finally:
         generator.train(was_training)
