@@ -110,6 +110,12 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
         "significant": overall["p_value"] < ALPHA and overall["delta"] > 0,
         "estimated_delta": overall["estimated_delta"],
         "estimated_over_true": overall["estimated_to_true_ratio"],
+        "independent_estimated_delta": overall["independent_estimated_delta"],
+        "independent_over_true": (
+            overall["independent_to_true_ratio"]
+            if overall["independent_to_true_ratio"] is not None
+            else math.nan
+        ),
         "diversity_ratio": overall["diversity_post"] / max(overall["diversity_pre"], 1e-12),
         "estimator_corr_true": result["rounds"][-1]["estimator_corr_true"],
         "per_round": [
@@ -125,6 +131,16 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
     }
 
 
+def geometric_mean_ratio(rows: list[dict[str, Any]], key: str = "estimated_over_true") -> float:
+    """Geometric mean of estimated / true change over runs where both moved the same way.
+
+    A ratio's natural average: 0.75 and 1.33 are the same factor off, in opposite directions,
+    and one run that overestimates tenfold does not outweigh ten calibrated ones."""
+    values = [r.get(key, math.nan) for r in rows]
+    logs = [math.log(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    return math.exp(statistics.mean(logs)) if logs else math.nan
+
+
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ratios = [r["estimated_over_true"] for r in rows if math.isfinite(r["estimated_over_true"])]
     return {
@@ -136,6 +152,9 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "effect_size": statistics.mean(r["effect_size"] for r in rows),
         "max_p_value": max(r["p_value"] for r in rows),
         "estimated_over_true": statistics.mean(ratios) if ratios else math.nan,
+        "estimated_over_true_geometric": geometric_mean_ratio(rows),
+        "estimated_over_true_median": statistics.median(ratios) if ratios else math.nan,
+        "independent_over_true_geometric": geometric_mean_ratio(rows, "independent_over_true"),
         "min_diversity_ratio": min(r["diversity_ratio"] for r in rows),
     }
 
@@ -161,20 +180,18 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         summary["max_impressions_per_round"] = max(r["impressions_per_round"] for r in members)
         summary["max_steps"] = max(r["steps"] for r in members)
         groups[group] = summary
-    ratios = [r["estimated_over_true"] for r in rows if math.isfinite(r["estimated_over_true"])]
-    overall = {
-        "estimated_over_true_mean": statistics.mean(ratios) if ratios else math.nan,
-        "estimated_over_true_median": statistics.median(ratios) if ratios else math.nan,
-        "min_diversity_ratio": min((r["diversity_ratio"] for r in rows), default=math.nan),
-    }
+    overall = _summary(rows) if rows else {}
+    overall["opposite_signs"] = sum(
+        1 for r in rows if math.isfinite(r["estimated_over_true"]) and r["estimated_over_true"] <= 0
+    )
     return {"objectives": objectives, "groups": groups, "overall": overall}
 
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
         "| objective | seed | rounds × images × impressions | PIR before | PIR after | change | d"
-        " | Welch p | est./true | diversity after/before |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | Welch p | est./true | indep. est./true | diversity after/before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -182,7 +199,7 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f" | {r['rounds']} × {r['images']} × {r['impressions_per_image']}"
             f" | {r['pre_mean']:.4f} | {r['post_mean']:.4f} | {r['delta']:+.4f}"
             f" | {r['effect_size']:.2f} | {r['p_value']:.2g} | {r['estimated_over_true']:.2f}"
-            f" | {r['diversity_ratio']:.2f} |"
+            f" | {r.get('independent_over_true', math.nan):.2f} | {r['diversity_ratio']:.2f} |"
         )
     lines += [
         "",
@@ -204,22 +221,29 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         f"Per group (an objective counts when all its seeds are significant at p < {ALPHA}):",
         "",
         "| group | objectives significant | runs significant | impressions per round"
-        " | tuning steps | est./true (mean) | min diversity |",
-        "|---|---|---|---|---|---|---|",
+        " | tuning steps | est./true: geometric mean (median, mean) | indep. est./true"
+        " (geometric mean) | min diversity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary["groups"].items():
         lines.append(
             f"| {name} | {s['objectives_significant']} / {s['objectives']}"
             f" | {s['significant']} / {s['runs']} | {s['max_impressions_per_round']:,}"
-            f" | {s['max_steps']:,} | {s['estimated_over_true']:.2f}"
-            f" | {s['min_diversity_ratio']:.2f} |"
+            f" | {s['max_steps']:,} | {s['estimated_over_true_geometric']:.2f}"
+            f" ({s['estimated_over_true_median']:.2f}, {s['estimated_over_true']:.2f})"
+            f" | {s['independent_over_true_geometric']:.2f} | {s['min_diversity_ratio']:.2f} |"
         )
     overall = summary["overall"]
     lines += [
         "",
-        f"All runs: estimated / true change {overall['estimated_over_true_mean']:.2f} on average"
-        f" (median {overall['estimated_over_true_median']:.2f}; calibrated means within"
-        f" {CALIBRATED[0]}–{CALIBRATED[1]}); diversity after / before at least"
+        f"All {overall['runs']} runs: {overall['significant']} significant; estimated / true"
+        f" change {overall['estimated_over_true_geometric']:.2f} (geometric mean; median"
+        f" {overall['estimated_over_true_median']:.2f}, arithmetic mean"
+        f" {overall['estimated_over_true']:.2f}; calibrated means within"
+        f" {CALIBRATED[0]}–{CALIBRATED[1]}); by an independent estimator"
+        f" {overall['independent_over_true_geometric']:.2f} (geometric mean);"
+        f" {overall['opposite_signs']} run(s) where the"
+        f" estimate and the true change had opposite signs; diversity after / before at least"
         f" {overall['min_diversity_ratio']:.2f} (target ≥ {MIN_DIVERSITY}).",
     ]
     return "\n".join(lines)
@@ -294,7 +318,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--resume", action="store_true", help="keep finished runs of the same")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the .md and .svg from the .json"
+    )
     args = parser.parse_args()
+    if args.render:
+        data = json.loads((RESULTS / f"{TABLE}.json").read_text())
+        write_outputs(data["rows"], data["settings"], data["seconds"])
+        print((RESULTS / f"{TABLE}.md").read_text())
+        return
     groups = list(GROUPS) if "all" in args.group else args.group
     objectives = args.objectives or [o for group in groups for o in GROUPS[group]]
     settings = {**vars(args), "machine": machine()}

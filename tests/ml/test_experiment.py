@@ -49,6 +49,12 @@ def test_tiny_experiment_writes_json_and_grid(tmp_path: Path, tiny_pretrained: P
     assert overall["delta"] == overall["post_mean"] - overall["pre_mean"]
     assert 0 <= overall["p_value"] <= 1
     assert overall["estimated_to_true_ratio"] == overall["estimated_delta"] / overall["delta"]
+    # A second estimator that tuning never saw gives its own prediction of the change.
+    assert isinstance(second["independent_estimated_delta"], float)
+    assert second["independent_estimated_delta"] != second["estimated_delta"]
+    assert overall["independent_to_true_ratio"] == pytest.approx(
+        overall["independent_estimated_delta"] / overall["delta"]
+    )
 
 
 def test_experiment_refuses_an_empty_budget(tiny_pretrained: Path) -> None:
@@ -71,12 +77,14 @@ def test_an_exploring_batch_is_shown_but_before_and_after_stay_typical(
             device="cpu",
             real_images=64,
             explore_scale=scale,
+            independent_estimate=False,
             estimator=EstimatorConfig(width=8, epochs=1),
             tuning=TuningConfig(steps=1, batch_size=8, eval_latents=8),
         )
         return run_experiment(cfg, progress=False)
 
     typical, exploring = run(1.0), run(3.0)
+    assert typical["rounds"][0]["independent_estimated_delta"] is None
     # The "before" batch is drawn at scale 1 either way: the same images, the same true PIR.
     assert exploring["rounds"][0]["pre_mean"] == typical["rounds"][0]["pre_mean"]
     # What the estimator learnt from differs: the exploring batch's observed clicks.

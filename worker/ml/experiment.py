@@ -60,6 +60,12 @@ class ExperimentConfig:
     """Real landscapes the discriminator keeps training on during tuning."""
     checkpoint: str | None = None
     """Pretrained GAN checkpoint file; None resolves the preset's."""
+    independent_estimate: bool = True
+    """Also predict the change with a second estimator, trained on the same observations from
+    another initialisation and split, that tuning never optimised against. The tuned-against
+    estimator's prediction is biased upwards on the tuned images (tuning seeks out its errors);
+    an independent one is not, but shrinks towards no change as much as it failed to learn.
+    Both are reported."""
     explore_scale: float = 1.0
     """Latent scale of the batch shown to (simulated) people. Above 1 the batch varies more,
     so objectives that barely vary across typical images give the estimator something to
@@ -163,6 +169,17 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
             device=device,
             progress=progress,
         )
+        judge = estimator
+        if cfg.independent_estimate:
+            judge, _ = train_estimator(
+                all_images,
+                impressions,
+                all_positives,
+                replace(cfg.estimator, seed=cfg.estimator.seed + 7919 + round_index),
+                device=device,
+                progress=progress,
+                discriminator=discriminator,
+            )
         post_images = generate_images(generator, post_seeds, device=device)
         post_true = objective(post_images)
         post_positives = observe_binomial(post_true, cfg.impressions, generator=observer)
@@ -174,6 +191,11 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         estimated_pre = estimator.predict(pre_images)
         estimated_post = estimator.predict(post_images)
         estimated_delta = float(estimated_post.mean() - estimated_pre.mean())
+        independent_delta = (
+            float(judge.predict(post_images).mean() - judge.predict(pre_images).mean())
+            if cfg.independent_estimate
+            else None
+        )
         result: dict[str, Any] = {
             "round": round_index + 1,
             "pre_mean": comparison.before.mean,
@@ -187,6 +209,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
             "estimated_delta": estimated_delta,
             "estimated_to_true_ratio": (
                 estimated_delta / comparison.delta if comparison.delta != 0 else float("nan")
+            ),
+            "independent_estimated_delta": independent_delta,
+            "independent_estimator_corr_true": (
+                _pearson(judge.predict(pre_images), pre_true) if cfg.independent_estimate else None
             ),
             "observed_delta": observed.delta,
             "observed_p_value": observed.p_value,
@@ -229,7 +255,13 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         "rounds": rounds,
         # The original generator against the last one, on their own fresh seeds; the
         # estimate is the last estimator's, which has seen every batch.
-        "overall": _overall(first_pre, post_images, post_true, estimator),
+        "overall": _overall(
+            first_pre,
+            post_images,
+            post_true,
+            estimator,
+            judge if cfg.independent_estimate else None,
+        ),
         "seed": cfg.seed,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
@@ -253,13 +285,17 @@ def _overall(
     last_post_images: torch.Tensor,
     last_post_true: torch.Tensor,
     estimator: PirEstimator,
+    judge: PirEstimator | None,
 ) -> dict[str, Any]:
     """Every round together: the first round's "before" against the last round's "after"."""
     pre_images, pre_true = first_pre
     comparison = compare(pre_true.tolist(), last_post_true.tolist())
-    estimated = float(
-        estimator.predict(last_post_images).mean() - estimator.predict(pre_images).mean()
-    )
+
+    def change(model: PirEstimator) -> float:
+        return float(model.predict(last_post_images).mean() - model.predict(pre_images).mean())
+
+    estimated = change(estimator)
+    independent = change(judge) if judge is not None else None
     return {
         "pre_mean": comparison.before.mean,
         "post_mean": comparison.after.mean,
@@ -269,6 +305,12 @@ def _overall(
         "estimated_delta": estimated,
         "estimated_to_true_ratio": (
             estimated / comparison.delta if comparison.delta != 0 else float("nan")
+        ),
+        "independent_estimated_delta": independent,
+        "independent_to_true_ratio": (
+            independent / comparison.delta
+            if independent is not None and comparison.delta != 0
+            else None
         ),
         "diversity_pre": diversity_score(pre_images),
         "diversity_post": diversity_score(last_post_images),
