@@ -1,23 +1,31 @@
 """Learning efficiency: the fewest impressions per image that give a significant gain
 (Welch p < 0.001) on an objective, found by a sweep with the offline loop.
 
-    .venv/bin/python bench/efficiency.py [--objective color:blue] [--images 1000] \\
-        [--sweep 25 50 100 200 400 1000]
+    .venv/bin/python -m bench.efficiency [--objective color:blue] [--images 1000] \\
+        [--sweep 25 50 100 200 400 1000] [--steps S] [--estimator-width W]
 
 The anchor is the paper's budget of 1000 impressions per image; the ratio printed is ours over
-theirs. Writes bench/results/efficiency.json.
+theirs. Writes bench/results/efficiency.json for color:blue, efficiency_<objective>.json for
+any other objective.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from dataclasses import replace
 
 from bench.common import write_result
+from worker.ml.estimator import EstimatorConfig
 from worker.ml.experiment import ExperimentConfig, run_experiment
 
 PAPER_IMPRESSIONS_PER_IMAGE = 1000
 ALPHA = 0.001
+
+
+def slug(objective: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", objective.lower()).strip("-")
 
 
 def main() -> None:
@@ -27,8 +35,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--sweep", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="tuning steps; default tuning's")
+    parser.add_argument("--estimator-width", type=int, default=None)
     parser.add_argument("--stop-at-first", action="store_true", help="stop once significant")
     args = parser.parse_args()
+    estimator = EstimatorConfig()
+    if args.estimator_width is not None:
+        estimator = replace(estimator, width=args.estimator_width)
     rows = []
     started = time.monotonic()
     for impressions in sorted(args.sweep):
@@ -39,6 +52,8 @@ def main() -> None:
                 images=args.images,
                 impressions=impressions,
                 seed=args.seed,
+                steps=args.steps,
+                estimator=estimator,
             ),
             progress=False,
         )
@@ -69,8 +84,9 @@ def main() -> None:
     else:
         ratio = needed / PAPER_IMPRESSIONS_PER_IMAGE
         print(f"fewest impressions per image for p < {ALPHA}: {needed} ({ratio:.3f}x the paper's)")
+    name = "efficiency" if args.objective == "color:blue" else f"efficiency_{slug(args.objective)}"
     path = write_result(
-        "efficiency",
+        name,
         {
             "settings": vars(args),
             "rows": rows,
