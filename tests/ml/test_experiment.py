@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,20 +11,28 @@ from worker.ml.experiment import ExperimentConfig, run_experiment
 from worker.ml.tuning import TuningConfig
 
 
+def tiny_experiment(checkpoint: Path, **overrides: Any) -> ExperimentConfig:
+    """color:blue on the tiny GAN with models small enough for a test."""
+    base: dict[str, Any] = {
+        "objective": "color:blue",
+        "preset": "tiny",
+        "checkpoint": str(checkpoint),
+        "device": "cpu",
+        "images": 48,
+        "impressions": 50,
+        "real_images": 128,
+        "estimator": EstimatorConfig(width=8, epochs=2),
+        "tuning": TuningConfig(steps=3, batch_size=8, eval_latents=16),
+    }
+    return ExperimentConfig(**{**base, **overrides})
+
+
 def test_tiny_experiment_writes_json_and_grid(tmp_path: Path, tiny_pretrained: Path) -> None:
-    cfg = ExperimentConfig(
-        objective="color:blue",
-        preset="tiny",
-        checkpoint=str(tiny_pretrained),
-        images=48,
-        impressions=50,
+    cfg = tiny_experiment(
+        tiny_pretrained,
         rounds=2,
-        device="cpu",
-        real_images=128,
         json_path=str(tmp_path / "result.json"),
         grid_path=str(tmp_path / "grid.png"),
-        estimator=EstimatorConfig(width=8, epochs=2),
-        tuning=TuningConfig(steps=3, batch_size=8, eval_latents=16),
     )
     results = run_experiment(cfg, progress=False)
     saved = json.loads((tmp_path / "result.json").read_text())
@@ -59,7 +68,7 @@ def test_tiny_experiment_writes_json_and_grid(tmp_path: Path, tiny_pretrained: P
 
 def test_experiment_refuses_an_empty_budget(tiny_pretrained: Path) -> None:
     for bad in ({"rounds": 0}, {"images": 1}, {"impressions": 0}):
-        cfg = ExperimentConfig(preset="tiny", checkpoint=str(tiny_pretrained), **bad)
+        cfg = tiny_experiment(tiny_pretrained, **bad)
         with pytest.raises(ValueError, match="an experiment needs rounds >= 1"):
             run_experiment(cfg, progress=False)
 
@@ -67,19 +76,9 @@ def test_experiment_refuses_an_empty_budget(tiny_pretrained: Path) -> None:
 def test_an_exploring_batch_is_shown_but_before_and_after_stay_typical(
     tiny_pretrained: Path,
 ) -> None:
-    def run(scale: float) -> dict:
-        cfg = ExperimentConfig(
-            objective="color:blue",
-            preset="tiny",
-            checkpoint=str(tiny_pretrained),
-            images=32,
-            impressions=20,
-            device="cpu",
-            real_images=64,
-            explore_scale=scale,
-            independent_estimate=False,
-            estimator=EstimatorConfig(width=8, epochs=1),
-            tuning=TuningConfig(steps=1, batch_size=8, eval_latents=8),
+    def run(scale: float) -> dict[str, Any]:
+        cfg = tiny_experiment(
+            tiny_pretrained, images=32, explore_scale=scale, independent_estimate=False
         )
         return run_experiment(cfg, progress=False)
 
