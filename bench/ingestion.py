@@ -12,7 +12,8 @@ database (rating placement, so every kind is allowed) and their tokens signed wi
 service's key, exactly as the API signs them; the load then comes from bench/loadgen.py in
 its own process. Every interaction the client saw acknowledged (201, or `created` in a batch
 answer) is compared with the stored rows, pair by pair: acknowledged must equal stored, and
-a repeat (200, or `duplicate`) must not add a row. Writes bench/results/ingestion.json.
+a repeat (200, or `duplicate`) must not add a row. Writes bench/results/ingestion.json
+(batch mode) or ingestion_single.json (--batch 1).
 Needs PostgreSQL on 127.0.0.1.
 """
 
@@ -243,7 +244,8 @@ def main() -> None:
     verdict = "met" if rate >= TARGET_PER_SECOND and consistent else "NOT met"
     print(f"target (>= {TARGET_PER_SECOND}/s stored, acknowledged == stored): {verdict}")
     path = write_result(
-        "ingestion",
+        # One file per mode, so a single-event run does not overwrite the batch figures.
+        "ingestion" if args.batch > 1 else "ingestion_single",
         {
             "seconds": args.seconds,
             "anchor_seconds": args.anchor_seconds,
