@@ -64,7 +64,7 @@ def main() -> None:
             "delta": r["delta"],
             "effect_size": r["effect_size"],
             "p_value": r["p_value"],
-            "significant": r["p_value"] < ALPHA,
+            "significant": r["p_value"] < ALPHA and r["delta"] > 0,
             "estimated_delta": r["estimated_delta"],
             "diversity_ratio": r["diversity_post"] / max(r["diversity_pre"], 1e-12),
             "seconds": result["seconds"],
