@@ -66,7 +66,7 @@ def main() -> None:
             "p_value": r["p_value"],
             "significant": r["p_value"] < ALPHA and r["delta"] > 0,
             "estimated_delta": r["estimated_delta"],
-            "diversity_ratio": r["diversity_post"] / max(r["diversity_pre"], 1e-12),
+            "diversity_ratio": r["diversity_ratio"],
             "seconds": result["seconds"],
         }
         rows.append(row)

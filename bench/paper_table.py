@@ -116,7 +116,7 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
             if overall["independent_to_true_ratio"] is not None
             else math.nan
         ),
-        "diversity_ratio": overall["diversity_post"] / max(overall["diversity_pre"], 1e-12),
+        "diversity_ratio": overall["diversity_ratio"],
         "estimator_corr_true": result["rounds"][-1]["estimator_corr_true"],
         "per_round": [
             {k: r[k] for k in ("pre_mean", "post_mean", "delta", "p_value", "estimated_delta")}

@@ -122,7 +122,7 @@ def test_batch_std_units_push_a_flat_objective_as_hard_as_a_steep_one() -> None:
 
 def test_unknown_pir_units_are_refused() -> None:
     generator, discriminator = _tiny_gan()
-    with pytest.raises(ValueError, match="pir_units must be"):
+    with pytest.raises(ValueError, match="pir_units must be one of"):
         tune_generator(
             generator,
             discriminator,

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 PRETRAINED_CACHE = Path("var") / "pretrained"
 GRID_SEEDS = tuple(range(900_000, 900_032))
 """Latents shown in the before/after grid (disjoint from every round's seeds)."""
+TUNING_REPORTED = (
+    "seconds",
+    "predicted_pir_start",
+    "predicted_pir_end",
+    "predicted_pir",
+    "predicted_pir_spread",
+)
+"""What of tuning's metrics each round's result keeps (the loss curves stay out)."""
 
 
 @dataclass
@@ -151,15 +160,17 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         all_positives = torch.cat(seen_positives)
         impressions = torch.full_like(all_positives, float(cfg.impressions))
 
-        estimator, est_metrics = train_estimator(
+        # Both estimators learn from every batch so far; only their seed differs.
+        fit = partial(
+            train_estimator,
             all_images,
             impressions,
             all_positives,
-            replace(cfg.estimator, seed=cfg.estimator.seed + round_index),
             device=device,
             progress=progress,
             discriminator=discriminator,
         )
+        estimator, est_metrics = fit(replace(cfg.estimator, seed=cfg.estimator.seed + round_index))
         tune_metrics = tune_generator(
             generator,
             discriminator,
@@ -169,77 +180,32 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
             device=device,
             progress=progress,
         )
-        judge = estimator
-        if cfg.independent_estimate:
-            judge, _ = train_estimator(
-                all_images,
-                impressions,
-                all_positives,
-                replace(cfg.estimator, seed=cfg.estimator.seed + 7919 + round_index),
-                device=device,
-                progress=progress,
-                discriminator=discriminator,
-            )
+        judge = (
+            fit(replace(cfg.estimator, seed=cfg.estimator.seed + 7919 + round_index))[0]
+            if cfg.independent_estimate
+            else None
+        )
         post_images = generate_images(generator, post_seeds, device=device)
         post_true = objective(post_images)
         post_positives = observe_binomial(post_true, cfg.impressions, generator=observer)
 
-        comparison = compare(pre_true.tolist(), post_true.tolist())
+        measured = _measure(pre_images, pre_true, post_images, post_true, estimator, judge=judge)
         observed = compare(
             (pre_positives / cfg.impressions).tolist(), (post_positives / cfg.impressions).tolist()
         )
-        estimated_pre = estimator.predict(pre_images)
-        estimated_post = estimator.predict(post_images)
-        estimated_delta = float(estimated_post.mean() - estimated_pre.mean())
-        independent_delta = (
-            float(judge.predict(post_images).mean() - judge.predict(pre_images).mean())
-            if cfg.independent_estimate
-            else None
-        )
         result: dict[str, Any] = {
             "round": round_index + 1,
-            "pre_mean": comparison.before.mean,
-            "post_mean": comparison.after.mean,
-            "delta": comparison.delta,
-            "effect_size": comparison.effect_size,
-            "p_value": comparison.p_value,
-            "significant": comparison.significant,
-            "estimated_pre_mean": float(estimated_pre.mean()),
-            "estimated_post_mean": float(estimated_post.mean()),
-            "estimated_delta": estimated_delta,
-            "estimated_to_true_ratio": (
-                estimated_delta / comparison.delta if comparison.delta != 0 else float("nan")
-            ),
-            "independent_estimated_delta": independent_delta,
-            "independent_estimator_corr_true": (
-                _pearson(judge.predict(pre_images), pre_true) if cfg.independent_estimate else None
-            ),
+            **measured,
             "observed_delta": observed.delta,
             "observed_p_value": observed.p_value,
-            "diversity_pre": diversity_score(pre_images),
-            "diversity_post": diversity_score(post_images),
-            "estimator_corr_true": _pearson(estimated_pre, pre_true),
             "estimator": {k: v for k, v in est_metrics.items() if k != "holdout_loss"},
-            "tuning": {
-                k: v
-                for k, v in tune_metrics.items()
-                if k
-                in (
-                    "seconds",
-                    "predicted_pir_start",
-                    "predicted_pir_end",
-                    "predicted_pir",
-                    "predicted_pir_spread",
-                )
-            },
-            "comparison": comparison.as_dict(),
+            "tuning": {k: v for k, v in tune_metrics.items() if k in TUNING_REPORTED},
             "seconds": time.perf_counter() - round_started,
         }
-        result["diversity_ratio"] = result["diversity_post"] / max(result["diversity_pre"], 1e-12)
         logger.info(
             "round %d: PIR %.4f -> %.4f (p=%.2g, d=%.2f), estimated delta %.4f, diversity %.3f",
             round_index + 1, result["pre_mean"], result["post_mean"], result["p_value"],
-            result["effect_size"], estimated_delta, result["diversity_ratio"],
+            result["effect_size"], result["estimated_delta"], result["diversity_ratio"],
         )  # fmt: skip
         rounds.append(result)
 
@@ -255,12 +221,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         "rounds": rounds,
         # The original generator against the last one, on their own fresh seeds; the
         # estimate is the last estimator's, which has seen every batch.
-        "overall": _overall(
-            first_pre,
-            post_images,
-            post_true,
-            estimator,
-            judge if cfg.independent_estimate else None,
+        "overall": (
+            measured
+            if cfg.rounds == 1
+            else _measure(*first_pre, post_images, post_true, estimator, judge=judge)
         ),
         "seed": cfg.seed,
         "device": str(device),
@@ -280,40 +244,52 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     return results
 
 
-def _overall(
-    first_pre: tuple[torch.Tensor, torch.Tensor],
-    last_post_images: torch.Tensor,
-    last_post_true: torch.Tensor,
+def _measure(
+    pre_images: torch.Tensor,
+    pre_true: torch.Tensor,
+    post_images: torch.Tensor,
+    post_true: torch.Tensor,
     estimator: PirEstimator,
+    *,
     judge: PirEstimator | None,
 ) -> dict[str, Any]:
-    """Every round together: the first round's "before" against the last round's "after"."""
-    pre_images, pre_true = first_pre
-    comparison = compare(pre_true.tolist(), last_post_true.tolist())
+    """The true change from the "before" images to the "after" ones, what the tuned-against
+    estimator (and the independent judge, when there is one) predicted for it, and diversity."""
+    comparison = compare(pre_true.tolist(), post_true.tolist())
 
-    def change(model: PirEstimator) -> float:
-        return float(model.predict(last_post_images).mean() - model.predict(pre_images).mean())
+    def ratio(estimated: float | None) -> float | None:
+        if estimated is None:
+            return None
+        return estimated / comparison.delta if comparison.delta != 0 else float("nan")
 
-    estimated = change(estimator)
-    independent = change(judge) if judge is not None else None
+    estimated_pre, estimated_post = estimator.predict(pre_images), estimator.predict(post_images)
+    estimated = float(estimated_post.mean() - estimated_pre.mean())
+    independent = judged_pre = None
+    if judge is not None:
+        judged_pre = judge.predict(pre_images)
+        independent = float(judge.predict(post_images).mean() - judged_pre.mean())
+    diversity_pre, diversity_post = diversity_score(pre_images), diversity_score(post_images)
     return {
         "pre_mean": comparison.before.mean,
         "post_mean": comparison.after.mean,
         "delta": comparison.delta,
         "effect_size": comparison.effect_size,
         "p_value": comparison.p_value,
+        "significant": comparison.significant,
+        "estimated_pre_mean": float(estimated_pre.mean()),
+        "estimated_post_mean": float(estimated_post.mean()),
         "estimated_delta": estimated,
-        "estimated_to_true_ratio": (
-            estimated / comparison.delta if comparison.delta != 0 else float("nan")
-        ),
+        "estimated_to_true_ratio": ratio(estimated),
         "independent_estimated_delta": independent,
-        "independent_to_true_ratio": (
-            independent / comparison.delta
-            if independent is not None and comparison.delta != 0
-            else None
+        "independent_to_true_ratio": ratio(independent),
+        "estimator_corr_true": _pearson(estimated_pre, pre_true),
+        "independent_estimator_corr_true": (
+            _pearson(judged_pre, pre_true) if judged_pre is not None else None
         ),
-        "diversity_pre": diversity_score(pre_images),
-        "diversity_post": diversity_score(last_post_images),
+        "diversity_pre": diversity_pre,
+        "diversity_post": diversity_post,
+        "diversity_ratio": diversity_post / max(diversity_pre, 1e-12),
+        "comparison": comparison.as_dict(),
     }
 
 

@@ -36,6 +36,9 @@ from worker.ml.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 
+PIR_UNITS = ("pir", "batch-std")
+
+
 @dataclass(frozen=True)
 class TuningConfig:
     """Hyper-parameters of one tuning run (paper: w=1000, lr=1e-6, 50,000 steps)."""
@@ -67,6 +70,10 @@ class TuningConfig:
     log_every: int = 10
     """Steps between entries of the loss curves."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pir_units not in PIR_UNITS:
+            raise ValueError(f"pir_units must be one of {PIR_UNITS}, got {self.pir_units!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,8 +107,6 @@ def tune_generator(
     real_all = from_unit(real_images).to(device)
     eval_z = torch.randn(cfg.eval_latents, generator.latent_dim, generator=rng).to(device)
     start_pir, start_spread = _prediction_stats(generator, estimator, eval_z, cfg.temperature)
-    if cfg.pir_units not in ("pir", "batch-std"):
-        raise ValueError(f"pir_units must be 'pir' or 'batch-std', got {cfg.pir_units!r}")
     pir_unit = max(start_spread, 1e-4) if cfg.pir_units == "batch-std" else 1.0
 
     curves: dict[str, list[float]] = {k: [] for k in ("fool", "pir", "anchor", "diversity", "d")}
