@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from app import migrate
-from tests.conftest import TEST_ADMIN, TEST_SECRET, make_settings
+from tests.conftest import make_settings, service_env
 from tests.live import free_port, live_server
 from tests.pages.seed import Seeded, seed_history
 
@@ -160,17 +160,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
     host_port, dead_port = free_port(), free_port()
     host = f"http://127.0.0.1:{host_port}"
-    env = {
-        "PIRLOOP_ENVIRONMENT": "test",
-        "PIRLOOP_SECRET_KEY": TEST_SECRET,
-        "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
-        "PIRLOOP_DATA_DIR": str(data_dir),
-        "PIRLOOP_DATABASE_URL": "",
-        "PIRLOOP_REDIS_URL": "",
-        "PIRLOOP_BATCH_SIZE": "16",
-        "PIRLOOP_EMBEDDED_SCHEDULER": "false",
-        "PIRLOOP_CORS_ORIGINS": f'["{host}"]',
-    }
+    env = service_env(
+        data_dir,
+        PIRLOOP_BATCH_SIZE="16",
+        PIRLOOP_EMBEDDED_SCHEDULER="false",
+        PIRLOOP_CORS_ORIGINS=f'["{host}"]',
+    )
     with live_server(env) as base:
         pages = {
             "/": HOST_PAGE.format(base=base),
