@@ -10,13 +10,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -153,6 +154,33 @@ def service_env(url: str, work: Path) -> dict[str, str]:
         "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
         "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "1000000000",
     }
+
+
+class PreparedService(NamedTuple):
+    url: str
+    """The fresh PostgreSQL database."""
+    env: dict[str, str]
+    """The service's environment (service_env)."""
+    work: Path
+    """A scratch directory: data directory, logs, scripts."""
+
+
+@contextmanager
+def prepared_service(prefix: str) -> Iterator[PreparedService]:
+    """A fresh database, migrated and serving a placeholder batch, dropped afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    url = create_database()
+    env = service_env(url, work)
+    try:
+        prepare_service(env)
+        yield PreparedService(url, env, work)
+    finally:
+        drop_database(url)
+
+
+def uvicorn_flags(workers: int) -> list[str]:
+    """The uvicorn settings pirloop and its anchors share in a benchmark."""
+    return ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
 
 
 def prepare_service(env: dict[str, str]) -> None:

@@ -23,7 +23,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,10 @@ from app.tokens import sign_impression
 from bench.common import (
     BIN,
     SECRET,
-    create_database,
-    drop_database,
     free_port,
-    prepare_service,
+    prepared_service,
     process,
-    service_env,
+    uvicorn_flags,
     wait_http,
     write_result,
 )
@@ -165,12 +162,8 @@ def main() -> None:
     )
     route = "/v1/interactions/batch" if args.batch > 1 else "/v1/interactions"
     bare_route = "/bare/interactions/batch" if args.batch > 1 else "/bare/interactions"
-    work = Path(tempfile.mkdtemp(prefix="pirloop-ingest-"))
-    url = create_database()
-    env = service_env(url, work)
-    uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
-    try:
-        prepare_service(env)
+    flags = uvicorn_flags(args.workers)
+    with prepared_service("pirloop-ingest-") as (url, env, work):
         tokens = work / "tokens.txt"
         ids, signed = seed_impressions(url, count)
         tokens.write_text("\n".join(signed))
@@ -182,7 +175,7 @@ def main() -> None:
                 "--factory",
                 "--port",
                 str(port),
-                *uvicorn_flags,
+                *flags,
             ],
             env,
             work / "pirloop.log",
@@ -194,7 +187,7 @@ def main() -> None:
         (work / "image.png").write_bytes(b"\x89PNG")
         port = free_port()
         with process(
-            [str(BIN / "uvicorn"), "bench.bare_app:app", "--port", str(port), *uvicorn_flags],
+            [str(BIN / "uvicorn"), "bench.bare_app:app", "--port", str(port), *flags],
             {"BENCH_PNG": str(work / "image.png")},
             work / "bare.log",
         ):
@@ -206,8 +199,6 @@ def main() -> None:
                 args.anchor_seconds,
                 work,
             )
-    finally:
-        drop_database(url)
 
     consistent = (
         len(stored) == len(set(stored)) == len(acked) == pirloop["created"] and set(stored) == acked

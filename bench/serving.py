@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from pathlib import Path
 
 import httpx
 
 from bench.common import (
     BIN,
-    create_database,
-    drop_database,
     free_port,
     need,
-    prepare_service,
+    prepared_service,
     process,
-    service_env,
+    uvicorn_flags,
     wait_http,
     write_result,
     wrk,
@@ -74,12 +71,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn and nginx workers")
     args = parser.parse_args()
     nginx = need("nginx", "nginx-light")
-    work = Path(tempfile.mkdtemp(prefix="pirloop-bench-"))
-    url = create_database()
-    env = service_env(url, work)
-    uvicorn_flags = ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
-    try:
-        prepare_service(env)
+    flags = uvicorn_flags(args.workers)
+    with prepared_service("pirloop-bench-") as (_, env, work):
         ports = {"pirloop": free_port(), "bare": free_port(), "nginx": free_port()}
         (work / "static").mkdir()
         with process(
@@ -89,7 +82,7 @@ def main() -> None:
                 "--factory",
                 "--port",
                 str(ports["pirloop"]),
-                *uvicorn_flags,
+                *flags,
             ],
             env,
             work / "pirloop.log",
@@ -107,7 +100,7 @@ def main() -> None:
                         "bench.bare_app:app",
                         "--port",
                         str(ports["bare"]),
-                        *uvicorn_flags,
+                        *flags,
                     ],
                     {"BENCH_PNG": str(png_path)},
                     work / "bare.log",
@@ -149,8 +142,6 @@ def main() -> None:
                         row = run(target, paced)
                         row["offered_per_second"] = share * saturated
                         results[f"impression_{name}_paced_{round(share * 100)}pct"] = row
-    finally:
-        drop_database(url)
     rps = {k: v["requests_per_second"] for k, v in results.items()}
     ratios: dict[str, float] = {
         "impression_vs_bare_fastapi": rps["impression_pirloop"] / rps["impression_bare_fastapi"],
