@@ -34,6 +34,24 @@ ERROR_CODES = {
 }
 
 
+class PirloopError(Exception):
+    """An error that carries the HTTP status to answer with. Raised anywhere (a refused admin
+    action, a refused interaction, nothing to serve), answered by one handler as JSON
+    {"error", "message"}: no route needs a try/except of its own."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+    @property
+    def error(self) -> str:
+        return error_code(self.status_code)
+
+
 def error_code(status: int) -> str:
     return ERROR_CODES.get(status, "error")
 
@@ -61,6 +79,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             content=error_body(exc.status_code, str(exc.detail)),
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(PirloopError)
+    async def pirloop_error(_: Request, exc: PirloopError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(exc.status_code, exc.message),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

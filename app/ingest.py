@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from app import queries
+from app.errors import PirloopError
 from app.serving import BatchPicker, NothingToServe
 from app.writer import BatchKind, GroupCommitWriter
 
@@ -48,12 +49,16 @@ class StoredInteraction:
     created: bool
 
 
-class UnknownImpression(LookupError):
+class UnknownImpression(PirloopError):
     """A validly signed token whose impression is not stored here (another database)."""
 
+    status_code = 401
 
-class RatingNotAllowed(ValueError):
+
+class RatingNotAllowed(PirloopError):
     """A rating for an impression that was not shown in the rating placement."""
+
+    status_code = 422
 
 
 class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):

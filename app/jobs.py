@@ -22,14 +22,12 @@ TASK_TARGETS: dict[str, str] = {
     "worker.generate_batch": "worker.jobs.batches:generate_batch",
     "worker.run_cycle": "worker.jobs.cycle:run_cycle",
     "worker.maybe_start_cycle": "worker.jobs.cycle:maybe_start_cycle",
-    "worker.evaluate_version": "worker.jobs.evaluation:evaluate_version",
 }
 # Model work goes to the "ml" queue (GPU workers, concurrency 1); the rest to "default".
 TASK_QUEUES: dict[str, str] = {
     "worker.generate_batch": "ml",
     "worker.run_cycle": "ml",
     "worker.maybe_start_cycle": "default",
-    "worker.evaluate_version": "default",
 }
 
 

@@ -22,7 +22,16 @@ from app.pages import STATIC_DIR
 from app.pages import admin as admin_pages
 from app.pages import public as public_pages
 from app.ratelimit import ClientRateLimit, make_rate_limiter
-from app.routers import admin, embed, health, images, impressions, interactions, versions
+from app.routers import (
+    admin,
+    embed,
+    health,
+    images,
+    impressions,
+    interactions,
+    rollouts,
+    versions,
+)
 from app.scheduler import EmbeddedScheduler
 from app.security import SecurityHeaders
 from app.serving import BatchPicker
@@ -40,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = engine_from_settings(settings)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
-        app.state.picker = BatchPicker()
+        app.state.picker = BatchPicker(settings)
         writer = GroupCommitWriter(app.state.session_factory)
         writer.start()
         app.state.ingest = Ingest(writer, app.state.picker)
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, impressions.router, interactions.router, images.router):
         app.include_router(router)
     app.include_router(versions.router)
+    app.include_router(rollouts.router)
     app.include_router(embed.router)
     app.include_router(admin.router)
     app.include_router(public_pages.router)

@@ -71,7 +71,10 @@ class Base(DeclarativeBase):
 class VersionStatus(enum.StrEnum):
     training = "training"
     ready = "ready"
+    # The champion: what every impression outside a rollout's candidate arm shows.
     serving = "serving"
+    # A tuned generator served beside the champion while a rollout decides about it.
+    candidate = "candidate"
     # Was serving when an admin paused serving; resuming serves it again.
     paused = "paused"
     retired = "retired"
@@ -187,6 +190,79 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class RolloutStatus(enum.StrEnum):
+    running = "running"
+    promoted = "promoted"
+    rejected = "rejected"
+    # Ended by an operator without a verdict (a rollback, or the candidate's rollout stopped).
+    cancelled = "cancelled"
+
+
+ACTIVE_ROLLOUT = "status = 'running'"
+
+
+class Rollout(Base):
+    """A candidate served beside the champion on the same traffic until a decision.
+
+    The split is random per impression in every API process. Impressions before ramp_until
+    are served at ramp_share and left out of the decision (burn-in: a split that changes over
+    time would correlate the arm with drift, and it also absorbs the first novelty)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        # At most one candidate under evaluation, enforced by the database itself.
+        Index(
+            "uq_rollouts_one_running",
+            "status",
+            unique=True,
+            postgresql_where=text(ACTIVE_ROLLOUT),
+            sqlite_where=text(ACTIVE_ROLLOUT),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    champion_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RolloutStatus.running, index=True)
+    candidate_share: Mapped[float] = mapped_column(Float)
+    ramp_share: Mapped[float] = mapped_column(Float)
+    ramp_until: Mapped[datetime]
+    # The decision policy in force (alpha, budgets), so the audit log says what was applied.
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The last look's evidence, for the live view; every look that mattered is in the checks.
+    latest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+
+class RolloutCheck(Base):
+    """One look at a running rollout: the evidence then (the interval narrowing over time)."""
+
+    __tablename__ = "rollout_checks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), index=True
+    )
+    outcome: Mapped[str] = mapped_column(String(16))
+    champion_impressions: Mapped[int] = mapped_column(Integer)
+    candidate_impressions: Mapped[int] = mapped_column(Integer)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServiceFlag(Base):
+    """Operator state that outlasts restarts: e.g. learning held after a manual rollback."""
+
+    __tablename__ = "service_flags"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Artifact(Base):

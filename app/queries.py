@@ -22,7 +22,6 @@ from app.models import (
     VersionStatus,
     utcnow,
 )
-from app.pir import ImageCounts, rating_weight_case
 
 
 def serving_version(session: Session) -> GeneratorVersion | None:
@@ -191,6 +190,13 @@ def get_impression(session: Session, impression_id: int) -> Impression | None:
     return session.get(Impression, impression_id)
 
 
+# Dwell reports count up to this many seconds each: one forgotten tab should not outweigh
+# a thousand visits in a guardrail's mean.
+DWELL_CAP_SECONDS = 600.0
+
+ImageCountRow = tuple[int, int, int, float, int, int, float, int]
+
+
 def image_counts(
     session: Session,
     version_id: int,
@@ -200,16 +206,20 @@ def image_counts(
     rating_weights: Sequence[float],
     include_simulated: bool,
     include_flagged: bool = False,
-) -> list[ImageCounts]:
-    """Per-image impressions and positives for one version and placement (every image of the
-    batch, seen or not)."""
+    since: datetime | None = None,
+) -> list[ImageCountRow]:
+    """Per-image rows for one version and placement, every image of the batch, seen or not:
+    (image id, batch index, impressions, positives, rated, dwell reports, dwell seconds,
+    skips). Positives are clicks (positive kinds) or, for ratings, the sum of star weights.
+    since: only impressions served from then on (a rollout's decision window)."""
     positive = (
         select(Interaction.impression_id.label("impression_id"))
         .where(Interaction.kind.in_(list(positive_kinds)))
         .group_by(Interaction.impression_id)
         .subquery()
     )
-    weight = case(rating_weight_case(list(rating_weights)), value=Interaction.value, else_=0.0)
+    weights = {stars: rating_weights[stars - 1] for stars in range(1, 6)}
+    weight = case(weights, value=Interaction.value, else_=0.0)
     rated = (
         select(
             Interaction.impression_id.label("impression_id"),
@@ -219,11 +229,26 @@ def image_counts(
         .group_by(Interaction.impression_id)
         .subquery()
     )
+    capped = case(
+        (Interaction.value > DWELL_CAP_SECONDS, DWELL_CAP_SECONDS), else_=Interaction.value
+    )
+    other = (
+        select(
+            Interaction.impression_id.label("impression_id"),
+            func.max(case((Interaction.kind == "dwell", capped), else_=None)).label("dwell"),
+            func.max(case((Interaction.kind == "skip", 1), else_=0)).label("skipped"),
+        )
+        .where(Interaction.kind.in_(["dwell", "skip"]))
+        .group_by(Interaction.impression_id)
+        .subquery()
+    )
     conditions = [Impression.version_id == version_id, Impression.placement == placement]
     if not include_simulated:
         conditions.append(Impression.simulated.is_(False))
     if not include_flagged:
         conditions.append(Impression.flagged.is_(False))
+    if since is not None:
+        conditions.append(Impression.created_at >= since)
     per_image = (
         select(
             Impression.image_id.label("image_id"),
@@ -231,9 +256,13 @@ def image_counts(
             func.count(positive.c.impression_id).label("clicked"),
             func.count(rated.c.impression_id).label("rated"),
             func.coalesce(func.sum(rated.c.weight), 0.0).label("rating_sum"),
+            func.count(other.c.dwell).label("dwell_reports"),
+            func.coalesce(func.sum(other.c.dwell), 0.0).label("dwell_seconds"),
+            func.coalesce(func.sum(other.c.skipped), 0).label("skips"),
         )
         .outerjoin(positive, positive.c.impression_id == Impression.id)
         .outerjoin(rated, rated.c.impression_id == Impression.id)
+        .outerjoin(other, other.c.impression_id == Impression.id)
         .where(*conditions)
         .group_by(Impression.image_id)
         .subquery()
@@ -246,24 +275,38 @@ def image_counts(
             func.coalesce(per_image.c.clicked, 0),
             func.coalesce(per_image.c.rated, 0),
             func.coalesce(per_image.c.rating_sum, 0.0),
+            func.coalesce(per_image.c.dwell_reports, 0),
+            func.coalesce(per_image.c.dwell_seconds, 0.0),
+            func.coalesce(per_image.c.skips, 0),
         )
         .outerjoin(per_image, per_image.c.image_id == Image.id)
         .where(Image.version_id == version_id)
         .order_by(Image.batch_index)
     )
-    result = []
-    for image_id, batch_index, impressions, clicked, rated_count, rating_sum in rows:
-        is_rating = placement == "rating"
-        result.append(
-            ImageCounts(
-                image_id=image_id,
-                batch_index=batch_index,
-                impressions=int(impressions),
-                positives=float(rating_sum) if is_rating else float(clicked),
-                rated=int(rated_count),
-            )
+    is_rating = placement == "rating"
+    return [
+        (
+            int(image_id),
+            int(batch_index),
+            int(impressions),
+            float(rating_sum) if is_rating else float(clicked),
+            int(rated_count),
+            int(dwell_reports),
+            float(dwell_seconds),
+            int(skips),
         )
-    return result
+        for (
+            image_id,
+            batch_index,
+            impressions,
+            clicked,
+            rated_count,
+            rating_sum,
+            dwell_reports,
+            dwell_seconds,
+            skips,
+        ) in rows
+    ]
 
 
 def excluded_impressions(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from app.errors import describe_errors, error_code
+from app.errors import PirloopError, describe_errors
 from app.ingest import (
     Ingest,
     NewInteraction,
@@ -29,27 +29,20 @@ from app.writer import WriteUnavailable
 
 log = logging.getLogger(__name__)
 
-# What the single endpoint answers for each refusal.
-REFUSAL_STATUS: dict[type[Exception], int] = {
-    TokenError: 401,
-    UnknownImpression: 401,
-    RatingNotAllowed: 422,
-}
-_REFUSALS = tuple(REFUSAL_STATUS)
+# The checks' refusals; each carries the status the single endpoint answers with.
+_REFUSALS = (TokenError, UnknownImpression, RatingNotAllowed)
 
 
-class InteractionRefused(Exception):
-    """An interaction that is not stored: `status` is the HTTP status the single endpoint
-    answers for it, `message` says what is wrong."""
+class InteractionRefused(PirloopError):
+    """An interaction that is not stored: `status_code` is the HTTP status the single
+    endpoint answers for it, `message` says what is wrong."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status_code=status)
 
     @property
-    def error(self) -> str:
-        return error_code(self.status)
+    def status(self) -> int:
+        return self.status_code
 
 
 def refusal(exc: Exception) -> InteractionRefused:
@@ -57,7 +50,7 @@ def refusal(exc: Exception) -> InteractionRefused:
     if isinstance(exc, InteractionRefused):
         return exc
     if isinstance(exc, _REFUSALS):
-        return InteractionRefused(REFUSAL_STATUS[type(exc)], str(exc))
+        return InteractionRefused(exc.status_code, str(exc))
     if isinstance(exc, WriteUnavailable):
         return InteractionRefused(
             503, "not stored: the database was unavailable; send this interaction again"

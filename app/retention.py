@@ -1,6 +1,7 @@
 """Retention: raw events of retired versions are deleted once they are old enough, after their
 per-image counts are kept in the version's metrics. PIR, comparisons and estimator training
-read those counts as if the rows were still there; only row-level exports lose them.
+read those counts as if the rows were still there (app/measurement.py reads them); only
+row-level exports lose them.
 
 Counts are kept for both placements, for real traffic and for all traffic, under the PIR
 definition in force when archived (positive kinds and star weights are recorded with them).
@@ -14,25 +15,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app import queries
+from app.measurement import ARCHIVE, TRAFFIC, Measurement
 from app.models import GeneratorVersion, Impression, Interaction, VersionStatus, utcnow
-from app.pir import ImageCounts
+from app.rollout import holdout_version_id
 from app.settings import Settings
-
-ARCHIVE = "archived_counts"
-TRAFFIC = {False: "real", True: "all"}
-
-
-def archived_counts(
-    version: GeneratorVersion, *, placement: str, include_simulated: bool
-) -> tuple[list[ImageCounts], int] | None:
-    """The kept counts and excluded-impression count of an archived version, else None."""
-    archive = version.metrics.get(ARCHIVE)
-    if not archive:
-        return None
-    entry = archive["placements"][placement][TRAFFIC[include_simulated]]
-    counts = [ImageCounts(*row) for row in entry["images"]]
-    return counts, int(entry["excluded"])
 
 
 def _archive(session: Session, settings: Settings, version_id: int) -> dict[str, Any]:
@@ -40,21 +26,12 @@ def _archive(session: Session, settings: Settings, version_id: int) -> dict[str,
     for placement in ("background", "rating"):
         placements[placement] = {}
         for include_simulated, name in TRAFFIC.items():
-            counts = queries.image_counts(
-                session,
-                version_id,
-                placement=placement,
-                positive_kinds=settings.positive_kinds,
-                rating_weights=settings.rating_weights,
-                include_simulated=include_simulated,
+            measure = Measurement.of(
+                settings, placement=placement, include_simulated=include_simulated
             )
             placements[placement][name] = {
-                "images": [
-                    [c.image_id, c.batch_index, c.impressions, c.positives, c.rated] for c in counts
-                ],
-                "excluded": queries.excluded_impressions(
-                    session, version_id, placement=placement, include_simulated=include_simulated
-                ),
+                "images": [c.archived_row() for c in measure.live_counts(session, version_id)],
+                "excluded": measure.excluded_impressions(session, version_id),
             }
     return {
         "archived_at": utcnow().isoformat(),
@@ -77,8 +54,10 @@ def purge_old_events(session: Session, settings: Settings) -> dict[str, int]:
         )
     ).all()
     purged = {"versions": 0, "impressions": 0, "interactions": 0}
+    # The holdout arm serves a retired version: its events are today's traffic.
+    holdout = holdout_version_id(session, settings)
     for version in versions:
-        if ARCHIVE in version.metrics:
+        if ARCHIVE in version.metrics or version.id == holdout:
             continue
         version.metrics = {**version.metrics, ARCHIVE: _archive(session, settings, version.id)}
         impression_ids = select(Impression.id).where(Impression.version_id == version.id)

@@ -180,8 +180,10 @@ class AdminVersionRow(VersionBase):
     interactions: int
     pir: VersionPir
     comparison: ComparisonRead | None
-    # "recorded": measured by the worker's evaluation; "live": computed for this request.
-    comparison_source: Literal["recorded", "live"] | None
+    # "rollout": against its champion on the same traffic at the same time (the rollout's
+    # decision window); "before_after": against its parent's earlier traffic (confounded
+    # with time; shown only where no rollout compared them).
+    comparison_source: Literal["rollout", "before_after"] | None
     estimated_delta: float | None
 
 
@@ -196,12 +198,93 @@ class LiveTraffic(BaseModel):
     interactions_simulated: list[int]
 
 
+class CycleState(BaseModel):
+    """A learning cycle queued or running, with its progress."""
+
+    run_id: int
+    status: str
+    version_id: int | None
+    phase: str | None
+    step: int | None
+    total: int | None
+    created_at: datetime
+    started_at: datetime | None
+
+
 class ServingState(BaseModel):
-    serving_version: int | None
+    serving_version: int | None = Field(description="the champion")
     paused_version: int | None
     paused: bool
+    candidate_version: int | None = Field(description="served beside the champion in a rollout")
+    rollout_id: int | None
+    holdout_version: int | None
+    arms: list[ArmShare] = Field(description="what impressions show now, with their shares")
+    learning_held: str | None = Field(
+        description="why automatic cycles are held (a manual rollback), or null"
+    )
+    cycle: CycleState | None
+
+
+class ArmShare(BaseModel):
+    version_id: int
+    role: Literal["champion", "candidate", "holdout"]
+    share: float
+
+
+class RolloutCheckRead(BaseModel):
+    """One look at a rollout: the always-valid interval on the candidate's change then."""
+
+    checked_at: datetime
+    outcome: str
+    champion_impressions: int
+    candidate_impressions: int
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+
+
+class RolloutRead(BaseModel):
+    """A candidate served beside the champion, and the decision about it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    champion_id: int
+    candidate_id: int
+    status: Literal["running", "promoted", "rejected", "cancelled"]
+    candidate_share: float
+    ramp_share: float
+    ramp_until: datetime
+    started_at: datetime
+    decided_at: datetime | None
+    reason: str | None = Field(description="why it was decided (or why it goes on)")
+    manual: bool = Field(description="decided by an operator rather than by the test")
+    policy: dict[str, object] = Field(description="alpha, budgets and mixing scale applied")
+    latest: dict[str, object] = Field(
+        description="the last look's evidence: arms, always-valid interval, p-value, "
+        "e-value, guardrail checks, sample-ratio check"
+    )
+
+
+class RolloutDetail(RolloutRead):
+    checks: list[RolloutCheckRead]
+
+
+class HoldoutGain(BaseModel):
+    """The champion against the holdout on today's traffic: the lineage's cumulative gain."""
+
+    holdout_version: int
+    champion_version: int
+    since: datetime
+    holdout_impressions: int
+    champion_impressions: int
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
 
 
 class JobStarted(BaseModel):
     job_id: str
     task: str
+    message: str = ""

@@ -1,7 +1,15 @@
-"""Which image an impression shows. The learning side needs every image of the serving batch
-seen about equally often, so each API process serves the least-served image next. Counts start
-from the database when a process first sees a version, then are kept in memory: several
-processes each stay even, so together they stay even too, with no row locked per request."""
+"""Which image an impression shows.
+
+First the arm: the champion, a rollout's candidate, the holdout (app/rollout.py), chosen at
+random with the arms' shares for every impression. Random per impression, not round robin or
+by time or by process, so the arm is independent of drift and of which API process answered,
+and any number of processes together keep the configured split.
+
+Then the image within the arm: the learning side needs every image of a batch seen about
+equally often, so the least-served image goes next. Counts start from the database when a
+process first serves a version, then are kept in memory: several processes each stay even,
+so together they stay even too, with no row locked per request.
+"""
 
 from __future__ import annotations
 
@@ -9,65 +17,88 @@ import heapq
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from app import queries
+from app import queries, rollout
+from app.errors import PirloopError
+from app.settings import Settings
 
 
-class NothingToServe(LookupError):
+class NothingToServe(PirloopError):
     """No generator version is serving, or it has no images yet."""
+
+    status_code = 503
 
 
 @dataclass
-class _VersionQueue:
-    version_id: int
-    heap: list[tuple[int, float, int]]  # (impressions so far, random tie-break, image_id)
+class _ImageQueue:
+    heap: list[tuple[int, float, int]] = field(default_factory=list)  # (served, tie, image)
 
 
 class BatchPicker:
-    def __init__(self, *, version_cache_seconds: float = 1.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        arms_cache_seconds: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self._settings = settings
         self._lock = threading.Lock()
-        self._queue: _VersionQueue | None = None
-        self._serving_checked_at = 0.0
-        self._serving_id: int | None = None
-        self._version_cache_seconds = version_cache_seconds
+        self._queues: dict[int, _ImageQueue] = {}
+        self._arms: list[tuple[int, float]] = []
+        self._arms_checked_at = 0.0
+        self._arms_cache_seconds = arms_cache_seconds
         self._random = random.Random(seed)
 
     def invalidate(self) -> None:
-        """Forget the cached serving version (after a promotion or pause in this process)."""
+        """Forget the cached arms (after a promotion, pause or decision in this process)."""
         with self._lock:
-            self._serving_checked_at = 0.0
+            self._arms_checked_at = 0.0
 
-    def _serving_version_id(self, session: Session) -> int | None:
+    def _current_arms(self, session: Session) -> list[tuple[int, float]]:
         now = time.monotonic()
-        if now - self._serving_checked_at > self._version_cache_seconds:
-            version = queries.serving_version(session)
-            self._serving_id = version.id if version else None
-            self._serving_checked_at = now
-        return self._serving_id
+        if now - self._arms_checked_at > self._arms_cache_seconds:
+            self._arms = rollout.serving_arms(session, self._settings)
+            self._arms_checked_at = now
+            served = {version_id for version_id, _ in self._arms}
+            for version_id in list(self._queues):
+                if version_id not in served:
+                    del self._queues[version_id]
+        return self._arms
+
+    def _choose_arm(self, arms: list[tuple[int, float]]) -> int:
+        draw = self._random.random() * sum(share for _, share in arms)
+        for version_id, share in arms:
+            draw -= share
+            if draw < 0:
+                return version_id
+        return arms[-1][0]
 
     def pick(self, session: Session) -> tuple[int, int]:
         """Return (version_id, image_id) for the next impression."""
         with self._lock:
-            version_id = self._serving_version_id(session)
-            if version_id is None:
+            arms = self._current_arms(session)
+            if not arms:
                 raise NothingToServe("no generator version is serving")
-            if self._queue is None or self._queue.version_id != version_id:
-                self._queue = self._load(session, version_id)
-            if not self._queue.heap:
-                self._queue = None
+            version_id = self._choose_arm(arms)
+            queue = self._queues.get(version_id)
+            if queue is None:
+                queue = self._queues[version_id] = self._load(session, version_id)
+            if not queue.heap:
+                del self._queues[version_id]
                 raise NothingToServe(f"generator version {version_id} has no images")
-            count, _, image_id = self._queue.heap[0]
-            heapq.heapreplace(self._queue.heap, (count + 1, self._random.random(), image_id))
+            count, _, image_id = queue.heap[0]
+            heapq.heapreplace(queue.heap, (count + 1, self._random.random(), image_id))
             return version_id, image_id
 
-    def _load(self, session: Session, version_id: int) -> _VersionQueue:
+    def _load(self, session: Session, version_id: int) -> _ImageQueue:
         counts = queries.impression_counts_by_image(session, version_id)
         heap = [
             (counts.get(image_id, 0), self._random.random(), image_id)
             for image_id in queries.batch_image_ids(session, version_id)
         ]
         heapq.heapify(heap)
-        return _VersionQueue(version_id=version_id, heap=heap)
+        return _ImageQueue(heap)

@@ -48,6 +48,27 @@ class Settings(BaseSettings):
     # Versions of the serving lineage whose logged batches train the estimator.
     history_versions: int = Field(default=5, ge=1)
     tuning_steps: int | None = None
+
+    # Rollouts: each tuned generator is a candidate served beside the champion until the
+    # sequential decision (app/decision.py) promotes or rejects it.
+    # The candidate's share of impressions, and a smaller one for the first ramp seconds;
+    # impressions of the ramp are left out of the decision (burn-in).
+    rollout_candidate_share: float = Field(default=0.5, gt=0, lt=1)
+    rollout_ramp_share: float = Field(default=0.1, gt=0, lt=1)
+    rollout_ramp_seconds: float = Field(default=120.0, ge=0)
+    # False-promotion rate under continuous monitoring, and the harm checks' shared alpha.
+    rollout_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    rollout_harm_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    # The effect the test is most sensitive to, relative to the champion's PIR.
+    rollout_mixing_lift: float = Field(default=0.05, gt=0)
+    # No verdict before each arm has this much data; none is owed after this budget.
+    rollout_min_images_per_arm: int = Field(default=20, ge=2)
+    rollout_min_impressions_per_arm: int = Field(default=400, ge=1)
+    rollout_max_impressions_per_image: int = Field(default=100, ge=1)
+    # A permanent holdout arm: this share keeps serving holdout_version (the first version
+    # when unset), so the lineage's cumulative gain is measured on today's traffic. 0: none.
+    holdout_share: float = Field(default=0.0, ge=0, lt=0.5)
+    holdout_version: int | None = None
     estimator_epochs: int | None = None
 
     # How PIR is measured.

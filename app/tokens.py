@@ -10,9 +10,13 @@ import json
 import time
 from dataclasses import dataclass
 
+from app.errors import PirloopError
 
-class TokenError(ValueError):
+
+class TokenError(PirloopError):
     """The token is malformed, forged or expired; the message says which."""
+
+    status_code = 401
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
 from worker.celery_app import celery_app
-from worker.jobs import batches, cycle, evaluation
+from worker.jobs import batches, cycle
 
 TRANSIENT = (OperationalError, RedisConnectionError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_kwargs": {"max_retries": 5}}
@@ -29,7 +29,3 @@ def run_cycle(run_id: int) -> dict[str, Any]:
 def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     return cycle.maybe_start_cycle(force=force)
 
-
-@celery_app.task(name="worker.evaluate_version", acks_late=True, **RETRY)
-def evaluate_version(version_id: int) -> dict[str, Any]:
-    return evaluation.evaluate_version(version_id)

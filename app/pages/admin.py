@@ -36,7 +36,8 @@ NOTICES = {
     "cycle": "A learning cycle was requested.",
     "paused": "Serving is paused: impressions answer 503 until you resume or promote.",
     "resumed": "Serving resumed.",
-    "promoted": "Version promoted: it is serving now.",
+    "promoted": "Version promoted: it is the champion now.",
+    "stopped": "Rollout stopped: the candidate is rejected and the champion serves alone.",
 }
 TUNING_CURVES = (
     ("loss_fool", "fool D"),
@@ -155,7 +156,7 @@ def _context(
     )
     versions = list(queries.list_versions(session))
     selected = _selected(versions, params.get("version"))
-    state = dashboard.serving_state(session)
+    state = dashboard.serving_state(session, settings)
     serving_id = state.serving_version or state.paused_version
 
     pir_points = [
@@ -261,9 +262,10 @@ def start_cycle(
     if not _signed_in(request, settings):
         return _to_login()
     try:
-        dashboard.start_cycle(jobs)
+        dashboard.start_cycle(session, settings, jobs)
     except dashboard.ActionRefused as exc:
         return _refused_page(request, session, settings, exc)
+    session.commit()
     return _done("cycle")
 
 
@@ -274,7 +276,7 @@ def pause(
     if not _signed_in(request, settings):
         return _to_login()
     try:
-        dashboard.pause(session)
+        dashboard.pause(session, settings)
     except dashboard.ActionRefused as exc:
         return _refused_page(request, session, settings, exc)
     session.commit()
@@ -289,7 +291,7 @@ def resume(
     if not _signed_in(request, settings):
         return _to_login()
     try:
-        dashboard.resume(session)
+        dashboard.resume(session, settings)
     except dashboard.ActionRefused as exc:
         return _refused_page(request, session, settings, exc)
     session.commit()
@@ -308,9 +310,24 @@ def promote(
     if not _signed_in(request, settings):
         return _to_login()
     try:
-        dashboard.promote(session, version_id)
+        dashboard.promote(session, settings, version_id)
     except dashboard.ActionRefused as exc:
         return _refused_page(request, session, settings, exc)
     session.commit()
     picker.invalidate()
     return _done("promoted")
+
+
+@router.post("/actions/stop-rollout", dependencies=SAME_ORIGIN)
+def stop_rollout(
+    request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
+) -> Response:
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        dashboard.stop_rollout(session, settings)
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    session.commit()
+    picker.invalidate()
+    return _done("stopped")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
@@ -18,7 +18,14 @@ from app.deps import (
     require_same_origin,
 )
 from app.models import Placement
-from app.schemas import AdminVersionRow, JobStarted, LiveTraffic, ServingState
+from app.schemas import (
+    AdminVersionRow,
+    ErrorBody,
+    HoldoutGain,
+    JobStarted,
+    LiveTraffic,
+    ServingState,
+)
 
 Traffic = Literal["all", "real", "simulated"]
 # An HTML form sends an empty field for "all versions".
@@ -30,8 +37,11 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(req
 SAME_ORIGIN = [Depends(require_same_origin)]
 
 
-def _refused(exc: dashboard.ActionRefused) -> HTTPException:
-    return HTTPException(status_code=exc.status, detail=exc.message)
+# Refused actions raise dashboard.ActionRefused, which the app's error handler answers.
+REFUSED: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such version"},
+    409: {"model": ErrorBody, "description": "the action cannot be done now; message says why"},
+}
 
 
 def simulated_filter(traffic: Traffic) -> bool | None:
@@ -65,53 +75,73 @@ def admin_live(
 
 
 @router.get("/serving")
-def admin_serving(session: SessionDep) -> ServingState:
-    return dashboard.serving_state(session)
+def admin_serving(session: SessionDep, settings: SettingsDep) -> ServingState:
+    """The champion, a running candidate, the holdout, the split, a running cycle."""
+    return dashboard.serving_state(session, settings)
 
 
-@router.post("/cycles", status_code=202, dependencies=SAME_ORIGIN)
-def admin_start_cycle(jobs: JobsDep) -> JobStarted:
-    """Start a learning cycle now."""
-    try:
-        return dashboard.start_cycle(jobs)
-    except dashboard.ActionRefused as exc:
-        raise _refused(exc) from exc
+@router.post(
+    "/cycles",
+    status_code=202,
+    dependencies=SAME_ORIGIN,
+    responses={
+        409: {"model": ErrorBody, "description": "a cycle or a rollout is running, or no data"},
+        503: {"model": ErrorBody, "description": "no worker can run learning cycles here"},
+    },
+)
+def admin_start_cycle(session: SessionDep, settings: SettingsDep, jobs: JobsDep) -> JobStarted:
+    """Start a learning cycle now (ends a hold set by a rollback)."""
+    started = dashboard.start_cycle(session, settings, jobs)
+    session.commit()
+    return started
 
 
-@router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN)
-def admin_promote(version_id: int, session: SessionDep, picker: PickerDep) -> ServingState:
-    """Serve this version: a newer one, or an older one to roll back. Ends a pause."""
-    try:
-        state = dashboard.promote(session, version_id)
-    except dashboard.ActionRefused as exc:
-        raise _refused(exc) from exc
+@router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN, responses=REFUSED)
+def admin_promote(
+    version_id: int, session: SessionDep, settings: SettingsDep, picker: PickerDep
+) -> ServingState:
+    """Serve this version as the champion: the running candidate (recorded as a manual
+    promotion), or an older one to roll back (automatic learning then holds until a cycle is
+    started by hand). Cancels any other running rollout. Ends a pause."""
+    state = dashboard.promote(session, settings, version_id)
     session.commit()
     picker.invalidate()
     return state
 
 
-@router.post("/pause", dependencies=SAME_ORIGIN)
-def admin_pause(session: SessionDep, picker: PickerDep) -> ServingState:
-    """Stop serving: impressions answer 503 (the embed then does nothing) until resumed."""
-    try:
-        state = dashboard.pause(session)
-    except dashboard.ActionRefused as exc:
-        raise _refused(exc) from exc
+@router.post("/rollouts/current/stop", dependencies=SAME_ORIGIN, responses=REFUSED)
+def admin_stop_rollout(
+    session: SessionDep, settings: SettingsDep, picker: PickerDep
+) -> ServingState:
+    """Reject the running candidate by hand; the champion serves alone."""
+    state = dashboard.stop_rollout(session, settings)
     session.commit()
     picker.invalidate()
     return state
 
 
-@router.post("/resume", dependencies=SAME_ORIGIN)
-def admin_resume(session: SessionDep, picker: PickerDep) -> ServingState:
-    """Serve the paused version again."""
-    try:
-        state = dashboard.resume(session)
-    except dashboard.ActionRefused as exc:
-        raise _refused(exc) from exc
+@router.post("/pause", dependencies=SAME_ORIGIN, responses=REFUSED)
+def admin_pause(session: SessionDep, settings: SettingsDep, picker: PickerDep) -> ServingState:
+    """Stop serving every arm: impressions answer 503 (the embed then does nothing)."""
+    state = dashboard.pause(session, settings)
     session.commit()
     picker.invalidate()
     return state
+
+
+@router.post("/resume", dependencies=SAME_ORIGIN, responses=REFUSED)
+def admin_resume(session: SessionDep, settings: SettingsDep, picker: PickerDep) -> ServingState:
+    """Serve the paused champion again (and a running rollout's candidate beside it)."""
+    state = dashboard.resume(session, settings)
+    session.commit()
+    picker.invalidate()
+    return state
+
+
+@router.get("/holdout")
+def admin_holdout(session: SessionDep, settings: SettingsDep) -> HoldoutGain | None:
+    """The champion against the holdout arm on today's traffic (null without a holdout)."""
+    return dashboard.holdout_gain(session, settings)
 
 
 @router.get(

@@ -9,7 +9,6 @@ from app.ingest import Ingest, NewImpression
 from app.ratelimit import RateLimiter, too_many
 from app.routers.images import image_url
 from app.schemas import ImpressionCreate, ImpressionRead
-from app.serving import NothingToServe
 from app.settings import Settings
 from app.tokens import hash_visitor, sign_impression
 
@@ -33,11 +32,9 @@ def raw_visitor(request: Request, body: ImpressionCreate) -> str:
 async def create_impression(
     body: ImpressionCreate, request: Request, settings: SettingsDep, ingest: IngestDep
 ) -> ImpressionRead:
-    """Serve the next image of the serving batch and log the impression."""
-    try:
-        return await serve_impression(body, request, settings=settings, ingest=ingest)
-    except NothingToServe as exc:
-        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    """Serve the next image (the champion's, a rollout candidate's or the holdout's, drawn at
+    random with the arms' shares) and log the impression."""
+    return await serve_impression(body, request, settings=settings, ingest=ingest)
 
 
 async def serve_impression(

@@ -112,10 +112,7 @@ async def record_interaction(
     body: InteractionCreate, response: Response, *, settings: Settings, ingest: Ingest
 ) -> InteractionRead:
     """Answers once the row is committed (or was stored before: a repeat answers 200)."""
-    try:
-        stored = await record_one(body, secret=settings.secret_key, ingest=ingest)
-    except InteractionRefused as exc:
-        raise HTTPException(status_code=exc.status, detail=exc.message) from exc
+    stored = await record_one(body, secret=settings.secret_key, ingest=ingest)
     if not stored.created:
         response.status_code = 200
     return InteractionRead(

@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from app import aggregates, queries
+from app import queries
 from app.deps import IdPath, SessionDep, SettingsDep
+from app.measurement import Measurement
 from app.models import GeneratorVersion, Placement
 from app.schemas import ComparisonRead, ImagePir, VersionPir, VersionRead
 
@@ -50,9 +51,8 @@ def version_pir(
 ) -> VersionPir:
     """Mean per-image PIR of a version with its 95% interval."""
     _version_or_404(session, version_id)
-    return aggregates.summarize_version(
-        session, settings, version_id, placement=placement, include_simulated=include_simulated
-    )
+    measure = Measurement.of(settings, placement=placement, include_simulated=include_simulated)
+    return measure.summarize_version(session, version_id)
 
 
 @router.get("/{version_id}/images")
@@ -65,10 +65,8 @@ def version_images_pir(
 ) -> list[ImagePir]:
     """Per-image impressions, positives and PIR for every image of the batch."""
     _version_or_404(session, version_id)
-    counts = aggregates.version_image_counts(
-        session, settings, version_id, placement=placement, include_simulated=include_simulated
-    )
-    return aggregates.images_pir(counts, placement)
+    measure = Measurement.of(settings, placement=placement, include_simulated=include_simulated)
+    return measure.images_pir(measure.counts(session, version_id))
 
 
 @router.get("/{version_id}/comparison")
@@ -79,18 +77,14 @@ def version_comparison(
     placement: PlacementQuery = Placement.background,
     include_simulated: SimulatedQuery = False,
 ) -> ComparisonRead:
-    """This version against its parent: change in PIR, Cohen's d, Welch's p-value."""
+    """This version against its parent over all their traffic: change in PIR, Cohen's d,
+    Welch's p-value. A before/after report, confounded with time when the two were served
+    one after the other; /v1/rollouts has the concurrent comparison and the decision."""
     version = _version_or_404(session, version_id)
     if version.parent_id is None:
         raise HTTPException(status_code=409, detail=f"version {version_id} has no parent")
-    result = aggregates.compare_versions(
-        session,
-        settings,
-        version.parent_id,
-        version_id,
-        placement=placement,
-        include_simulated=include_simulated,
-    )
+    measure = Measurement.of(settings, placement=placement, include_simulated=include_simulated)
+    result = measure.compare_versions(session, version.parent_id, version_id)
     if result is None:
         raise HTTPException(status_code=409, detail="both versions need PIR on at least two images")
     return result

@@ -1,5 +1,6 @@
-"""The estimator's training set, read from the log: images of the serving lineage with their
-counted impressions and positives."""
+"""The estimator's training set, read from the log: the images of every arm that was served
+(the champion's lineage, the candidates rolled out beside it, promoted or rejected, and the
+holdout) with their counted impressions and positives, so no arm's traffic is wasted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from sqlalchemy.orm import Session
 
-from app import aggregates, queries
+from app import queries, rollout
+from app.measurement import Measurement
 from app.settings import Settings
 from worker.ml.sampling import png_to_image
 
@@ -34,19 +36,27 @@ def lineage(session: Session, version_id: int, depth: int) -> list[int]:
     return ids
 
 
+def training_versions(session: Session, settings: Settings, champion_id: int) -> list[int]:
+    """The champion's lineage (history_versions deep), every candidate rolled out against one
+    of them, and the holdout: newest first, each once."""
+    ancestry = lineage(session, champion_id, settings.history_versions)
+    rolled_out = [
+        r.candidate_id
+        for r in rollout.list_rollouts(session, limit=500)
+        if r.champion_id in ancestry
+    ]
+    holdout = rollout.holdout_version_id(session, settings)
+    ordered = sorted({*ancestry, *rolled_out, *([holdout] if holdout else [])}, reverse=True)
+    return ordered
+
+
 def logged_batch(session: Session, settings: Settings, version_ids: list[int]) -> LoggedBatch:
-    placement = settings.learning_placement
+    measure = Measurement.learning(settings)
+    placement = measure.placement
     images, trials, positives = [], [], []
     for version_id in version_ids:
-        counts = aggregates.version_image_counts(
-            session,
-            settings,
-            version_id,
-            placement=placement,
-            include_simulated=settings.use_simulated_traffic,
-        )
-        for count in counts:
-            n = count.rated if placement == "rating" else count.impressions
+        for count in measure.counts(session, version_id):
+            n = count.trials(placement)
             if n == 0:
                 continue
             image = queries.get_image(session, count.image_id)

@@ -1,0 +1,47 @@
+"""Rollouts: the running comparison of a candidate with the champion, and the decisions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app import dashboard, rollout
+from app.deps import IdPath, SessionDep
+from app.errors import PirloopError
+from app.schemas import ErrorBody, RolloutDetail, RolloutRead
+
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such rollout"}
+}
+
+
+class NoRollout(PirloopError):
+    status_code = 404
+
+
+@router.get("")
+def list_rollouts(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[RolloutRead]:
+    """Every rollout, newest first: the decision history with its evidence."""
+    return [dashboard.rollout_read(r) for r in rollout.list_rollouts(session, limit=limit)]
+
+
+@router.get("/current", responses=NOT_FOUND)
+def current_rollout(session: SessionDep) -> RolloutDetail:
+    """The running comparison with every look so far (404 when no candidate is evaluated)."""
+    running = rollout.running_rollout(session)
+    if running is None:
+        raise NoRollout("no rollout is running")
+    return dashboard.rollout_detail(session, running)
+
+
+@router.get("/{rollout_id}", responses=NOT_FOUND)
+def get_rollout(rollout_id: IdPath, session: SessionDep) -> RolloutDetail:
+    """One rollout with every look at it and the decision."""
+    row = rollout.get_rollout(session, rollout_id)
+    if row is None:
+        raise NoRollout(f"rollout {rollout_id} does not exist")
+    return dashboard.rollout_detail(session, row)
