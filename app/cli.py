@@ -269,8 +269,8 @@ def simulate(
     objective: Annotated[
         str,
         typer.Option(
-            help="population: an objective spec (color:blue, py:mod:fn, ...) or bot:click-all /"
-            " bot:flood; mix with weights: 'color:blue=0.9,bot:click-all=0.1'"
+            help="population: an objective spec (color:blue, neg:color:blue, py:mod:fn, ...) or"
+            " bot:click-all / bot:flood; mix with weights: 'color:blue=0.9,bot:click-all=0.1'"
         ),
     ],
     users: Annotated[int, typer.Option(help="concurrent virtual users")] = 10,
@@ -281,9 +281,39 @@ def simulate(
         "background"
     ),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    drift: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="base rate over time, for every image alike: daily:AMPLITUDE[:PERIOD_S], "
+            "step:CHANGE:AT_S or trend:CHANGE[:PER_S] (e.g. daily:0.3:60, step:0.5:30, "
+            "trend:-0.2); repeat to combine"
+        ),
+    ] = None,
+    propensity: Annotated[
+        str | None,
+        typer.Option(help="per-visitor click multiplier with mean 1: gamma:SHAPE (e.g. gamma:2)"),
+    ] = None,
+    novelty: Annotated[
+        str | None,
+        typer.Option(
+            help="lift for a generator version that turns up while they run, halving each "
+            "half-life: "
+            "LIFT:SECONDS or LIFT:IMPRESSIONSimp (e.g. 0.1:20 for +10% with a half-life of "
+            "20 s, 0.1:500imp for 500 impressions)"
+        ),
+    ] = None,
+    arrivals: Annotated[
+        str | None,
+        typer.Option(
+            help="visitors come and go: poisson:PAGES (Poisson page views, geometric pages per "
+            "visitor with mean PAGES); default: 5 pages each at an even pace"
+        ),
+    ] = None,
 ) -> None:
     """Drive the HTTP API with simulated users whose preferences are known functions of the
-    image. Their traffic is flagged simulated."""
+    image. Their traffic is flagged simulated. They wait out 429s as Retry-After asks; the
+    summary counts errors by kind and says why they happened."""
+    from worker.sim.traffic import parse_traffic
     from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
     with _clear_errors():
@@ -296,11 +326,17 @@ def simulate(
             impressions=impressions,
             placement=placement,
             seed=seed,
+            traffic=parse_traffic(
+                drift=drift or (), propensity=propensity, novelty=novelty, arrivals=arrivals
+            ),
         )
         summary = run_simulation(plan)
     import json
 
-    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    report = summary.as_dict()
+    if plan.traffic:
+        report["traffic"] = plan.traffic.describe()
+    typer.echo(json.dumps(report, indent=2))
 
 
 @app.command()

@@ -212,36 +212,6 @@ def image_counts(
     (image id, batch index, impressions, positives, rated, dwell reports, dwell seconds,
     skips). Positives are clicks (positive kinds) or, for ratings, the sum of star weights.
     since: only impressions served from then on (a rollout's decision window)."""
-    positive = (
-        select(Interaction.impression_id.label("impression_id"))
-        .where(Interaction.kind.in_(list(positive_kinds)))
-        .group_by(Interaction.impression_id)
-        .subquery()
-    )
-    weights = {stars: rating_weights[stars - 1] for stars in range(1, 6)}
-    weight = case(weights, value=Interaction.value, else_=0.0)
-    rated = (
-        select(
-            Interaction.impression_id.label("impression_id"),
-            func.max(weight).label("weight"),
-        )
-        .where(Interaction.kind == "rating")
-        .group_by(Interaction.impression_id)
-        .subquery()
-    )
-    capped = case(
-        (Interaction.value > DWELL_CAP_SECONDS, DWELL_CAP_SECONDS), else_=Interaction.value
-    )
-    other = (
-        select(
-            Interaction.impression_id.label("impression_id"),
-            func.max(case((Interaction.kind == "dwell", capped), else_=None)).label("dwell"),
-            func.max(case((Interaction.kind == "skip", 1), else_=0)).label("skipped"),
-        )
-        .where(Interaction.kind.in_(["dwell", "skip"]))
-        .group_by(Interaction.impression_id)
-        .subquery()
-    )
     conditions = [Impression.version_id == version_id, Impression.placement == placement]
     if not include_simulated:
         conditions.append(Impression.simulated.is_(False))
@@ -249,22 +219,48 @@ def image_counts(
         conditions.append(Impression.flagged.is_(False))
     if since is not None:
         conditions.append(Impression.created_at >= since)
-    per_image = (
+    weights = {stars: rating_weights[stars - 1] for stars in range(1, 6)}
+    capped = case(
+        (Interaction.value > DWELL_CAP_SECONDS, DWELL_CAP_SECONDS), else_=Interaction.value
+    )
+    # One row per counted impression with its interactions folded in (an outer join, so
+    # impressions without any count too), then one row per image: a single pass over this
+    # version's impressions and their interactions.
+    per_impression = (
         select(
             Impression.image_id.label("image_id"),
-            func.count().label("impressions"),
-            func.count(positive.c.impression_id).label("clicked"),
-            func.count(rated.c.impression_id).label("rated"),
-            func.coalesce(func.sum(rated.c.weight), 0.0).label("rating_sum"),
-            func.count(other.c.dwell).label("dwell_reports"),
-            func.coalesce(func.sum(other.c.dwell), 0.0).label("dwell_seconds"),
-            func.coalesce(func.sum(other.c.skipped), 0).label("skips"),
+            func.max(case((Interaction.kind.in_(list(positive_kinds)), 1), else_=0)).label(
+                "clicked"
+            ),
+            func.max(
+                case(
+                    (
+                        Interaction.kind == "rating",
+                        case(weights, value=Interaction.value, else_=0.0),
+                    ),
+                    else_=None,
+                )
+            ).label("weight"),
+            func.max(case((Interaction.kind == "dwell", capped), else_=None)).label("dwell"),
+            func.max(case((Interaction.kind == "skip", 1), else_=0)).label("skipped"),
         )
-        .outerjoin(positive, positive.c.impression_id == Impression.id)
-        .outerjoin(rated, rated.c.impression_id == Impression.id)
-        .outerjoin(other, other.c.impression_id == Impression.id)
+        .outerjoin(Interaction, Interaction.impression_id == Impression.id)
         .where(*conditions)
-        .group_by(Impression.image_id)
+        .group_by(Impression.id, Impression.image_id)
+        .subquery()
+    )
+    per_image = (
+        select(
+            per_impression.c.image_id,
+            func.count().label("impressions"),
+            func.coalesce(func.sum(per_impression.c.clicked), 0).label("clicked"),
+            func.count(per_impression.c.weight).label("rated"),
+            func.coalesce(func.sum(per_impression.c.weight), 0.0).label("rating_sum"),
+            func.count(per_impression.c.dwell).label("dwell_reports"),
+            func.coalesce(func.sum(per_impression.c.dwell), 0.0).label("dwell_seconds"),
+            func.coalesce(func.sum(per_impression.c.skipped), 0).label("skips"),
+        )
+        .group_by(per_impression.c.image_id)
         .subquery()
     )
     rows = session.execute(

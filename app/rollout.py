@@ -128,6 +128,7 @@ def set_flag(session: Session, name: str, value: dict[str, Any] | None) -> None:
     if value is None:
         if flag is not None:
             session.delete(flag)
+            session.flush()
         return
     if flag is None:
         session.add(ServiceFlag(name=name, value=value, updated_at=utcnow()))

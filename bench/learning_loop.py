@@ -1,6 +1,7 @@
-"""Learning-loop benchmark: wall time of one cycle (estimator training on a logged batch,
-generator tuning, a new batch of images drawn and PNG-encoded) per preset and device, and
-images generated per second.
+"""Learning-loop benchmark: wall time of one cycle (the production learning round of
+worker.ml.learning_round: estimator training on a logged batch, generator tuning, the predicted
+change; then a new batch of images drawn and PNG-encoded) per preset and device, and images
+generated per second.
 
     .venv/bin/python bench/learning_loop.py [--preset cpu-small] [--images 1000] [--device auto]
 
@@ -21,14 +22,34 @@ import torch
 from bench.common import write_result
 from worker.ml.checkpoints import load_gan
 from worker.ml.device import pick_device
-from worker.ml.estimator import EstimatorConfig, train_estimator
 from worker.ml.experiment import pretrained_checkpoint
-from worker.ml.landscapes import render_landscapes
+from worker.ml.learning_round import RoundConfig, run_learning_round
 from worker.ml.sampling import generate_images, image_to_png
-from worker.ml.tuning import TuningConfig, tune_generator
 from worker.sim.objectives import load_objective, observe_binomial
 
 PAPER_TUNING_STEPS = 50_000
+
+PHASE_LABELS = {
+    "estimator": "train estimator",
+    "tuning": "tune generator",
+    "estimating": "estimate the change",
+}
+"""Timings keys of the learning round's phases (the first two as in earlier results)."""
+
+
+class PhaseClock:
+    """A learning round's progress callback that times each phase from its first report to its
+    last (step == total)."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, phase: str, step: int, total: int) -> None:
+        now = time.perf_counter()
+        self._started.setdefault(phase, now)
+        if step == total:
+            self.seconds[phase] = now - self._started[phase]
 
 
 @contextmanager
@@ -49,7 +70,7 @@ def main() -> None:
     device = pick_device(args.device)
     timings: dict[str, float] = {}
     ckpt, _ = pretrained_checkpoint(args.preset, device=device, progress=False)
-    gan_cfg, generator, discriminator = load_gan(ckpt, device=device)
+    _, generator, discriminator = load_gan(ckpt, device=device)
     seeds = range(1, args.images + 1)
 
     with timed("generate (tensor only)", timings):
@@ -61,32 +82,30 @@ def main() -> None:
         objective(images), args.impressions, generator=torch.Generator().manual_seed(0)
     )
     impressions = torch.full_like(positives, float(args.impressions))
-    with timed("train estimator", timings):
-        estimator, _ = train_estimator(
-            images,
-            impressions,
-            positives,
-            EstimatorConfig(),
+    round_cfg = RoundConfig()  # the cycle's defaults
+    phases = PhaseClock()
+    with timed("learning round", timings):
+        learnt = run_learning_round(
+            generator,
+            discriminator,
+            round_cfg,
+            images=images,
+            impressions=impressions,
+            positives=positives,
+            reference_images=images,
+            seed=1,
             device=device,
-            progress=False,
-            discriminator=discriminator,
+            on_progress=phases,
         )
-    real = render_landscapes(2000, size=gan_cfg.image_size, seed=gan_cfg.dataset_seed)
-    tuning = TuningConfig()
-    with timed("tune generator", timings):
-        tune_generator(
-            generator, discriminator, estimator, real, tuning, device=device, progress=False
-        )
+    for phase, label in PHASE_LABELS.items():
+        timings[label] = phases.seconds[phase]
+        print(f"  {label:26} {timings[label]:8.1f} s")
     with timed("new batch (generate + PNG)", timings):
         fresh = generate_images(generator, range(10**6, 10**6 + args.images), device=device)
         fresh_pngs = [image_to_png(image) for image in fresh]
 
-    cycle = (
-        timings["train estimator"]
-        + timings["tune generator"]
-        + timings["new batch (generate + PNG)"]
-    )
-    per_step = timings["tune generator"] / tuning.steps
+    cycle = timings["learning round"] + timings["new batch (generate + PNG)"]
+    per_step = timings["tune generator"] / round_cfg.tuning.steps
     paper_tuning = per_step * PAPER_TUNING_STEPS
     result = {
         "preset": args.preset,
@@ -94,7 +113,8 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "images": args.images,
-        "tuning_steps": tuning.steps,
+        "tuning_steps": round_cfg.tuning.steps,
+        "estimated_delta": learnt.estimated_delta,
         "timings_seconds": timings,
         "cycle_seconds": cycle,
         "images_per_second_tensor": args.images / timings["generate (tensor only)"],

@@ -28,4 +28,3 @@ def run_cycle(run_id: int) -> dict[str, Any]:
 @celery_app.task(name="worker.maybe_start_cycle", acks_late=True, **RETRY)
 def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     return cycle.maybe_start_cycle(force=force)
-

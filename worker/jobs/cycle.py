@@ -5,65 +5,78 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import torch
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app import queries
+from app import queries, rollout
 from app.database import session_scope
+from app.decision import Outcome
+from app.measurement import Measurement
 from app.models import RunStatus, TrainingRun, VersionStatus, utcnow
 from app.settings import Settings
 from worker.jobs.abuse import flag_visitors
 from worker.jobs.batches import draw_batch, version_checkpoint
 from worker.jobs.context import JobContext, job_context
-from worker.jobs.evaluation import evaluate_version, evaluation_due
 from worker.jobs.retention import purge_events
-from worker.jobs.training_data import lineage, logged_batch
+from worker.jobs.training_data import logged_batch, training_versions
 from worker.ml.checkpoints import checkpoint_to_bytes, gan_checkpoint, load_gan
 from worker.ml.device import pick_device
-from worker.ml.estimator import (
-    EstimatorConfig,
-    PirEstimator,
-    estimator_checkpoint,
-    train_estimator,
-)
-from worker.ml.gan import Generator
-from worker.ml.landscapes import render_landscapes
-from worker.ml.sampling import generate_images, png_to_image
-from worker.ml.tuning import TuningConfig, tune_generator
+from worker.ml.estimator import EstimatorConfig, estimator_checkpoint
+from worker.ml.learning_round import RoundConfig, RoundProgress, run_learning_round
+from worker.ml.sampling import png_to_image
+from worker.ml.tuning import TuningConfig
 
 log = logging.getLogger(__name__)
 
 CYCLE = "cycle"
 MAX_ATTEMPTS = 3
-REAL_IMAGES = 2000
-# Latent seeds for the estimator's look at a tuned generator, apart from every served batch.
-ESTIMATE_SEEDS = 10**12
+# A running cycle's progress reaches the dashboard through its run row; more often would only
+# add writes.
+PROGRESS_EVERY_SECONDS = 2.0
 
 
 def cycle_due(ctx: JobContext, version_id: int, promoted_age: timedelta) -> tuple[bool, str]:
+    """Every image of the champion's batch has its target of counted impressions (or the
+    time-based fallback has passed with some data)."""
     settings = ctx.settings
+    measure = Measurement.learning(settings)
     with session_scope(ctx.sessions) as session:
-        counts = queries.image_counts(
-            session,
-            version_id,
-            placement=settings.learning_placement,
-            positive_kinds=settings.positive_kinds,
-            rating_weights=settings.rating_weights,
-            include_simulated=settings.use_simulated_traffic,
-        )
-    trials = [c.rated if settings.learning_placement == "rating" else c.impressions for c in counts]
-    if trials and min(trials) >= settings.target_impressions_per_image:
-        return True, f"every image has {settings.target_impressions_per_image}+ impressions"
-    seen = sum(1 for t in trials if t > 0)
+        counts = measure.counts(session, version_id)
+    target = settings.target_impressions_per_image
+    if measure.target_reached(counts, target):
+        return True, f"every image has {target}+ impressions"
+    seen = measure.images_seen(counts)
     if promoted_age.total_seconds() >= settings.cycle_fallback_seconds and seen >= 2:
         return True, f"serving for {promoted_age} (time-based fallback), {seen} images seen"
-    return False, f"{min(trials, default=0)} of {settings.target_impressions_per_image} impressions"
+    counted = "" if measure.include_simulated else " (simulated traffic is not counted)"
+    return False, f"{measure.fewest_trials(counts)} of {target} impressions{counted}"
+
+
+def check_rollout(ctx: JobContext) -> dict[str, Any] | None:
+    """Look at the running rollout and act on its decision; None when none is running."""
+    with session_scope(ctx.sessions) as session:
+        running = rollout.running_rollout(session)
+        if running is None:
+            return None
+        rollout_id, candidate_id = running.id, running.candidate_id
+        current = rollout.check_running(session, ctx.settings)
+    if current is None:
+        return {"rollout_id": rollout_id, "outcome": "continue", "reason": "ramping up"}
+    decision = current.decision
+    if decision.outcome != Outcome.continue_:
+        log.info(
+            "rollout %s: %s candidate version %s: %s",
+            rollout_id, decision.outcome, candidate_id, decision.reason,
+        )  # fmt: skip
+    return {"rollout_id": rollout_id, "outcome": str(decision.outcome), "reason": decision.reason}
 
 
 def abandon_stale_runs(ctx: JobContext) -> int:
@@ -80,20 +93,30 @@ def abandon_stale_runs(ctx: JobContext) -> int:
 
 
 def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
-    """Start a cycle if one is due and none is active. Safe to call from any number of beats
-    or workers at once: the database admits one active cycle only."""
+    """The scheduler's tick: decide a running rollout, then start a cycle if one is due and
+    none is active. A cycle waits for a running rollout's decision (one candidate at a time,
+    and the next cycle learns from both arms' data) and, unless forced by an operator, for a
+    rollback's hold to be lifted. Safe to call from any number of beats or workers at once:
+    the database admits one active cycle and one running rollout, and a decision is taken
+    under a row lock."""
     ctx = job_context()
+    with session_scope(ctx.sessions) as session:
+        rollout.record_scheduler_tick(session)
     abandon_stale_runs(ctx)
     flag_visitors()  # bots are left out before anything counts impressions
     purge_events()
+    checked = check_rollout(ctx)
+    if checked is not None and checked["outcome"] == "continue":
+        return {"started": False, "reason": f"rollout {checked['rollout_id']}: {checked['reason']}"}
     with session_scope(ctx.sessions) as session:
         serving = queries.serving_version(session)
         if serving is None:
             return {"started": False, "reason": "nothing is serving"}
         version_id = serving.id
         age = utcnow() - _aware(serving.promoted_at or serving.created_at)
-    if evaluation_due(ctx, version_id):
-        evaluate_version(version_id)
+        hold = rollout.learning_hold(session)
+    if hold is not None and not force:
+        return {"started": False, "reason": f"learning is held: {hold.get('reason')}"}
     due, reason = cycle_due(ctx, version_id, age)
     if not (due or force):
         return {"started": False, "reason": reason}
@@ -156,78 +179,96 @@ def run_cycle(run_id: int) -> dict[str, Any]:
         raise
 
 
-def _configs(settings: Settings, run_id: int) -> tuple[EstimatorConfig, TuningConfig]:
+def _configs(settings: Settings, run_id: int) -> RoundConfig:
     estimator = EstimatorConfig(seed=run_id)
     if settings.estimator_epochs is not None:
         estimator = replace(estimator, epochs=settings.estimator_epochs)
     tuning = TuningConfig(seed=run_id)
     if settings.tuning_steps is not None:
         tuning = replace(tuning, steps=settings.tuning_steps)
-    return estimator, tuning
+    # The predicted change compares the parent's batch with a sample as large as the new one.
+    return RoundConfig(estimator=estimator, tuning=tuning, estimate_images=settings.batch_size)
 
 
 def _run_cycle(ctx: JobContext, run_id: int, parent_id: int) -> dict[str, Any]:
     settings = ctx.settings
     device = pick_device()
     with session_scope(ctx.sessions) as session:
-        versions = lineage(session, parent_id, settings.history_versions)
+        versions = training_versions(session, settings, parent_id)
         data = logged_batch(session, settings, versions)
+        parent_batch = queries.batch_pngs(session, parent_id)
     log.info("run %s: estimator on %d logged images of versions %s", run_id, len(data), versions)
     gan_cfg, generator, discriminator = load_gan(version_checkpoint(ctx, parent_id), device=device)
-    estimator_cfg, tuning_cfg = _configs(settings, run_id)
-    estimator, estimator_metrics = train_estimator(
-        data.images,
-        data.impressions,
-        data.positives,
-        estimator_cfg,
+    round_cfg = _configs(settings, run_id)
+    # The run id seeds the round, so a redelivered cycle repeats the same round.
+    result = run_learning_round(
+        generator,
+        discriminator,
+        round_cfg,
+        images=data.images,
+        impressions=data.impressions,
+        positives=data.positives,
+        reference_images=torch.stack([png_to_image(png) for png in parent_batch]),
+        seed=run_id,
         device=device,
-        progress=False,
-        discriminator=discriminator,
+        on_progress=_progress_writer(ctx, run_id),
     )
     ctx.artifacts.put(
         f"runs/{run_id}/estimator.pt",
-        checkpoint_to_bytes(estimator_checkpoint(estimator, metrics=estimator_metrics)),
-    )
-    with session_scope(ctx.sessions) as session:
-        parent_batch = queries.batch_pngs(session, parent_id)
-    real = render_landscapes(REAL_IMAGES, size=gan_cfg.image_size, seed=gan_cfg.dataset_seed)
-    tuning_metrics = tune_generator(
-        generator, discriminator, estimator, real, tuning_cfg, device=device, progress=False
+        checkpoint_to_bytes(
+            estimator_checkpoint(result.estimator, metrics=result.estimator_metrics)
+        ),
     )
     tuned_key = f"runs/{run_id}/gan.pt"
+    tuning_steps = round_cfg.tuning.steps
     ctx.artifacts.put(
         tuned_key,
         checkpoint_to_bytes(
-            gan_checkpoint(gan_cfg, generator, discriminator, None, None, tuning_cfg.steps, "")
+            gan_checkpoint(gan_cfg, generator, discriminator, None, None, tuning_steps, "")
         ),
     )
-    estimated = _estimated_change(estimator, parent_batch, generator, settings.batch_size, run_id)
     metrics = {
         "run_id": run_id,
         "training_images": len(data),
         "training_impressions": float(data.impressions.sum()),
         "training_versions": data.version_ids,
-        "estimator": _jsonable(estimator_metrics),
-        "tuning": _jsonable(tuning_metrics),
-        **estimated,
+        "estimator": _jsonable(result.estimator_metrics),
+        "tuning": _jsonable(result.tuning_metrics),
+        **result.estimated_change(),
     }
     return _publish(ctx, run_id, parent_id, tuned_key, generator, metrics)
 
 
-def _estimated_change(
-    estimator: PirEstimator, parent_pngs: list[bytes], generator: Generator, count: int, run_id: int
-) -> dict[str, float]:
-    """The estimator's predicted change: its mean on the parent's served batch against its
-    mean on a fresh sample of the tuned generator (the dashboard shows it beside the measured
-    change)."""
-    device = next(generator.parameters()).device
-    before = torch.stack([png_to_image(p) for p in parent_pngs])
-    first = ESTIMATE_SEEDS + run_id * count
-    after = generate_images(generator, range(first, first + count), device=device)
-    with torch.no_grad():
-        pre = float(estimator.predict(before.to(device)).mean())
-        post = float(estimator.predict(after.to(device)).mean())
-    return {"estimated_pre_mean": pre, "estimated_post_mean": post, "estimated_delta": post - pre}
+def _progress_writer(
+    ctx: JobContext, run_id: int, *, clock: Callable[[], float] = time.monotonic
+) -> RoundProgress:
+    """A callback that keeps the running cycle's progress in its run's metrics["progress"] for
+    the dashboard, writing at most every PROGRESS_EVERY_SECONDS. _publish replaces the metrics
+    when the run succeeds."""
+    last_write: float | None = None
+
+    def write(phase: str, step: int, total: int) -> None:
+        nonlocal last_write
+        now = clock()
+        if last_write is not None and now - last_write < PROGRESS_EVERY_SECONDS:
+            return
+        last_write = now
+        progress = {
+            "phase": phase,
+            "step": step,
+            "total": total,
+            "updated_at": utcnow().isoformat(),
+        }
+        try:
+            with session_scope(ctx.sessions) as session:
+                run = session.get(TrainingRun, run_id)
+                if run is not None and run.status == RunStatus.running:
+                    run.metrics = {**run.metrics, "progress": progress}
+        except SQLAlchemyError:
+            # Progress is for display only: a busy database must not fail an hour of training.
+            log.warning("run %s: progress %s not recorded", run_id, progress, exc_info=True)
+
+    return write
 
 
 def _publish(
@@ -238,7 +279,9 @@ def _publish(
     generator: Any,
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """Create, fill and serve the new version in one transaction with the run's success."""
+    """Create and fill the new version and start its rollout beside the champion, in one
+    transaction with the run's success: a killed worker leaves no half-made candidate, and a
+    redelivered task finds the run succeeded and makes no second one."""
     with session_scope(ctx.sessions) as session:
         run = session.scalars(
             select(TrainingRun).where(TrainingRun.id == run_id).with_for_update()
@@ -259,15 +302,22 @@ def _publish(
         queries.add_images(session, version.id, rows)
         version.batch_size = len(rows)
         version.metrics = metrics
-        # An operator's pause outlasts the cycle: the new version waits, ready, for a resume
-        # or a promotion instead of ending the pause by itself.
-        if queries.paused_version(session) is None:
-            queries.promote_version(session, version.id)
+        # The candidate is served beside the champion until the rollout's decision; during
+        # an operator's pause nothing is served, and the rollout waits with it.
+        started = rollout.start_rollout(session, ctx.settings, version)
         queries.mark_run(
-            session, run, status=RunStatus.succeeded, metrics={**metrics, "version_id": version.id}
+            session,
+            run,
+            status=RunStatus.succeeded,
+            metrics={
+                **metrics,
+                "version_id": version.id,
+                "rollout_id": started.id if started else None,
+            },
         )
         new_id = version.id
-    log.info("run %s: version %s (parent %s) is serving", run_id, new_id, parent_id)
+    state = f"a candidate in rollout {started.id}" if started else "ready (no rollout started)"
+    log.info("run %s: version %s (parent %s) is %s", run_id, new_id, parent_id, state)
     return {"run_id": run_id, "status": RunStatus.succeeded, "version_id": new_id}
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from worker.ml.checkpoints import FORMAT_VERSION, CheckpointError
 from worker.ml.device import flush_denormals
 from worker.ml.gan import Discriminator, GanConfig
-from worker.ml.progress import progress_bar
+from worker.ml.progress import StepCallback, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +234,14 @@ def train_estimator(
     *,
     device: torch.device,
     progress: bool = True,
+    on_step: StepCallback | None = None,
     discriminator: Discriminator | None = None,
 ) -> tuple[PirEstimator, dict[str, Any]]:
     """Fit an estimator on images with their impressions and positives; return it and metrics.
 
     The held-out split drives early stopping (the best epoch's weights are kept) and all the
     reported metrics: MAE and correlation against observed PIR, and a calibration table.
+    on_step hears (epoch, cfg.epochs) now and then (worker.ml.progress.StepCallback).
     """
     n = images.shape[0]
     if impressions.shape != (n,) or positives.shape != (n,):
@@ -266,7 +268,7 @@ def train_estimator(
     train_curve: list[float] = []
     holdout_curve: list[float] = []
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    with progress_bar("train estimator", cfg.epochs, enabled=progress) as bar:
+    with progress_bar("train estimator", cfg.epochs, enabled=progress, on_step=on_step) as bar:
         for epoch in range(cfg.epochs):
             estimator.train()
             perm = torch.randperm(len(train_idx), generator=shuffle).to(device)

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from worker.ml.device import pick_device
 from worker.ml.diversity import diversity_score
 from worker.ml.estimator import EstimatorConfig, PirEstimator, train_estimator
 from worker.ml.gan import get_preset
-from worker.ml.landscapes import render_landscapes
+from worker.ml.learning_round import REAL_IMAGES, RoundConfig, latent_block, run_learning_round
 from worker.ml.pretrain import CHECKPOINT_NAME, pretrain
 from worker.ml.sampling import generate_images, save_grid
-from worker.ml.tuning import TuningConfig, tune_generator
+from worker.ml.tuning import TuningConfig
 from worker.sim.objectives import load_objective, observe_binomial
 
 logger = logging.getLogger(__name__)
@@ -65,8 +64,9 @@ class ExperimentConfig:
     """Torch device name; None picks CUDA when available."""
     steps: int | None = None
     """Tuning steps per round; None keeps tuning.steps."""
-    real_images: int = 5000
-    """Real landscapes the discriminator keeps training on during tuning."""
+    real_images: int = REAL_IMAGES
+    """Real landscapes the discriminator keeps training on during tuning (the cycle's number
+    unless overridden)."""
     checkpoint: str | None = None
     """Pretrained GAN checkpoint file; None resolves the preset's."""
     independent_estimate: bool = True
@@ -122,9 +122,11 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         ckpt, source = load_checkpoint(cfg.checkpoint, kind="gan"), cfg.checkpoint
     else:
         ckpt, source = pretrained_checkpoint(cfg.preset, device=device, progress=progress)
-    gan_cfg, generator, discriminator = load_gan(ckpt, device=device)
+    _, generator, discriminator = load_gan(ckpt, device=device)
     tuning_cfg = cfg.tuning if cfg.steps is None else replace(cfg.tuning, steps=cfg.steps)
-    real = render_landscapes(cfg.real_images, size=gan_cfg.image_size, seed=gan_cfg.dataset_seed)
+    # Latents in blocks of cfg.images: round r shows block 2r and measures the tuned generator
+    # on block 2r + 1. They never repeat across rounds, runs with other seeds, or the grid.
+    seed_base = 1_000_000 + cfg.seed * 100_000_000
     observer = torch.Generator().manual_seed(cfg.seed)
     grid_before = generate_images(generator, GRID_SEEDS, device=device)
 
@@ -134,11 +136,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     rounds: list[dict[str, Any]] = []
     for round_index in range(cfg.rounds):
         round_started = time.perf_counter()
-        # Seeds never repeat across rounds, runs with other seeds, or the grid.
-        base = 1_000_000 + cfg.seed * 100_000_000 + round_index * 2 * cfg.images
-        pre_seeds = range(base, base + cfg.images)
-        post_seeds = range(base + cfg.images, base + 2 * cfg.images)
-
+        pre_seeds = latent_block(seed_base, 2 * round_index, cfg.images)
         pre_images = generate_images(generator, pre_seeds, device=device)
         pre_true = objective(pre_images)
         pre_positives = observe_binomial(pre_true, cfg.impressions, generator=observer)
@@ -160,32 +158,44 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
         all_positives = torch.cat(seen_positives)
         impressions = torch.full_like(all_positives, float(cfg.impressions))
 
-        # Both estimators learn from every batch so far; only their seed differs.
-        fit = partial(
-            train_estimator,
-            all_images,
-            impressions,
-            all_positives,
-            device=device,
-            progress=progress,
-            discriminator=discriminator,
+        # The cycle's learning round, on every batch so far; its estimator's view of the tuned
+        # generator is the "after" batch, block 2r + 1.
+        round_cfg = RoundConfig(
+            estimator=replace(cfg.estimator, seed=cfg.estimator.seed + round_index),
+            tuning=replace(tuning_cfg, seed=tuning_cfg.seed + 1000 * cfg.seed + round_index),
+            real_images=cfg.real_images,
+            estimate_images=cfg.images,
+            estimate_seed_base=seed_base,
         )
-        estimator, est_metrics = fit(replace(cfg.estimator, seed=cfg.estimator.seed + round_index))
-        tune_metrics = tune_generator(
+        learnt = run_learning_round(
             generator,
             discriminator,
-            estimator,
-            real,
-            replace(tuning_cfg, seed=tuning_cfg.seed + 1000 * cfg.seed + round_index),
+            round_cfg,
+            images=all_images,
+            impressions=impressions,
+            positives=all_positives,
+            reference_images=pre_images,
+            seed=2 * round_index + 1,
             device=device,
             progress=progress,
         )
+        estimator = learnt.estimator
+        # The judge learns from the same observations as the round's estimator; only its seed
+        # differs.
         judge = (
-            fit(replace(cfg.estimator, seed=cfg.estimator.seed + 7919 + round_index))[0]
+            train_estimator(
+                all_images,
+                impressions,
+                all_positives,
+                replace(cfg.estimator, seed=cfg.estimator.seed + 7919 + round_index),
+                device=device,
+                progress=progress,
+                discriminator=discriminator,
+            )[0]
             if cfg.independent_estimate
             else None
         )
-        post_images = generate_images(generator, post_seeds, device=device)
+        post_images = learnt.tuned_images
         post_true = objective(post_images)
         post_positives = observe_binomial(post_true, cfg.impressions, generator=observer)
 
@@ -198,8 +208,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
             **measured,
             "observed_delta": observed.delta,
             "observed_p_value": observed.p_value,
-            "estimator": {k: v for k, v in est_metrics.items() if k != "holdout_loss"},
-            "tuning": {k: v for k, v in tune_metrics.items() if k in TUNING_REPORTED},
+            "estimator": {k: v for k, v in learnt.estimator_metrics.items() if k != "holdout_loss"},
+            "tuning": {k: v for k, v in learnt.tuning_metrics.items() if k in TUNING_REPORTED},
             "seconds": time.perf_counter() - round_started,
         }
         logger.info(

@@ -31,7 +31,7 @@ from worker.ml.gan import (
     from_unit,
     to_unit,
 )
-from worker.ml.progress import progress_bar
+from worker.ml.progress import StepCallback, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,10 @@ def tune_generator(
     *,
     device: torch.device,
     progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
-    """Tune generator (and discriminator) in place; return loss curves and predicted PIRs."""
+    """Tune generator (and discriminator) in place; return loss curves and predicted PIRs.
+    on_step hears (step, cfg.steps) now and then (worker.ml.progress.StepCallback)."""
     flush_denormals()
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -111,7 +113,7 @@ def tune_generator(
 
     curves: dict[str, list[float]] = {k: [] for k in ("fool", "pir", "anchor", "diversity", "d")}
     started = time.perf_counter()
-    with progress_bar("tune generator", cfg.steps, enabled=progress) as bar:
+    with progress_bar("tune generator", cfg.steps, enabled=progress, on_step=on_step) as bar:
         for step in range(cfg.steps):
             index = torch.randint(0, real_all.shape[0], (cfg.batch_size,), generator=rng)
             z = torch.randn(cfg.batch_size, generator.latent_dim, generator=rng).to(device)

@@ -13,6 +13,9 @@ Specs (all return a PIR in [0, 1] per image):
       over the norm of the whole layer's activity, as the paper's filter objectives.
   py:MODULE:CALLABLE
       any importable callable taking images [N, 3, H, W] in [0, 1] and returning [N].
+  neg:SPEC
+      one minus the objective SPEC: people who like what SPEC's people dislike (a second
+      population pulling the other way, e.g. 'color:blue=0.7,neg:color:blue=0.3').
 """
 
 from __future__ import annotations
@@ -127,11 +130,29 @@ class CallableObjective:
         return doc[0] if doc else f"user objective {self.spec}"
 
 
+class NegatedObjective:
+    """One minus another objective."""
+
+    def __init__(self, spec: str, inner: Objective) -> None:
+        self.spec = spec
+        self.inner = inner
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (1.0 - self.inner(images)).clamp(0, 1)
+
+    def describe(self) -> str:
+        return f"one minus ({self.inner.describe()})"
+
+
 def load_objective(spec: str) -> Objective:
     """Parse an objective spec (see the module docstring); bad specs raise ValueError."""
     kind, sep, rest = spec.strip().partition(":")
     if not sep or not rest:
-        raise ValueError(f"objective spec {spec!r} must look like KIND:ARGS (color:, filter:, py:)")
+        raise ValueError(
+            f"objective spec {spec!r} must look like KIND:ARGS (color:, filter:, py:, neg:)"
+        )
+    if kind == "neg":
+        return NegatedObjective(spec, load_objective(rest))
     if kind == "color":
         colours = rest.split("-")
         unknown = [c for c in colours if c not in COLOURS]
@@ -164,7 +185,9 @@ def load_objective(spec: str) -> Objective:
         if func is None or not callable(func):
             raise ValueError(f"objective {spec!r}: module {module_name!r} has no callable {attr!r}")
         return CallableObjective(spec, func)
-    raise ValueError(f"objective {spec!r}: unknown kind {kind!r} (use color:, filter: or py:)")
+    raise ValueError(
+        f"objective {spec!r}: unknown kind {kind!r} (use color:, filter:, py: or neg:)"
+    )
 
 
 def observe_binomial(

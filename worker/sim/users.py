@@ -4,6 +4,10 @@ function of the image (an objective). Their traffic carries the simulated flag.
 
 Bots exist to test filtering: `bot:click-all` clicks every impression, `bot:flood` asks for
 impressions as fast as it can and clicks them all from one visitor id.
+
+How people behave beyond what they like (drift, propensity, novelty, arrivals) is the traffic
+model's (worker/sim/traffic.py); staying within the service's rate limits is the pacer's
+(worker/sim/pacing.py).
 """
 
 from __future__ import annotations
@@ -12,10 +16,9 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -23,13 +26,18 @@ import torch
 
 from worker.ml.sampling import png_to_image
 from worker.sim.objectives import Objective, load_objective, rating_from_probability
+from worker.sim.pacing import Pacer, backoff_s, parse_retry_after
+from worker.sim.summary import SimulationSummary
+from worker.sim.traffic import TrafficModel, VersionAges
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BOT_KINDS = ("bot:click-all", "bot:flood")
-PAGES_PER_VISITOR = 5
 THINK_SECONDS = (0.3, 1.2)
+# Tries of one request refused with 429 before it is dropped; with the back-off doubling
+# from Retry-After, the last try comes minutes after the first.
+MAX_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -55,31 +63,6 @@ def parse_populations(spec: str) -> list[Population]:
     if not populations:
         raise ValueError("no population given")
     return populations
-
-
-@dataclass
-class SimulationSummary:
-    impressions: int = 0
-    interactions: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    probability_sum: float = 0.0
-    by_version: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def rate(self) -> float:
-        return self.impressions / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "impressions": self.impressions,
-            "interactions": self.interactions,
-            "errors": dict(self.errors),
-            "seconds": round(self.seconds, 2),
-            "impressions_per_second": round(self.rate, 2),
-            "mean_true_pir": self.probability_sum / self.impressions if self.impressions else None,
-            "impressions_by_version": {str(k): v for k, v in sorted(self.by_version.items())},
-        }
 
 
 class _Behaviour:
@@ -113,6 +96,8 @@ class SimulationPlan:
     impressions: int | None = None
     placement: str = "background"
     seed: int = 0
+    # How people behave beyond what they like; None: as the objective says, at an even pace.
+    traffic: TrafficModel | None = None
 
     def __post_init__(self) -> None:
         if (self.duration is None) == (self.impressions is None):
@@ -125,13 +110,35 @@ class SimulationPlan:
             raise ValueError(f"placement must be background or rating, not {self.placement!r}")
 
 
+@dataclass
+class _Visitor:
+    """One simulated person: an id, how much more or less than most they click, and how
+    many pages they have left before they go."""
+
+    visitor_id: str
+    propensity: float
+    pages_left: int
+
+
 class Simulation:
-    def __init__(self, plan: SimulationPlan) -> None:
+    def __init__(
+        self,
+        plan: SimulationPlan,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        version_ages: VersionAges | None = None,
+    ) -> None:
         self.plan = plan
+        self.traffic = plan.traffic or TrafficModel()
         self.summary = SimulationSummary()
         self.behaviours = {p.behaviour: _Behaviour(p.behaviour) for p in plan.populations}
+        # Jitter has its own stream, so that waits never shift the users' click draws.
+        self.pacer = Pacer(random.Random(f"pacer-{plan.seed}"))
+        self.version_ages = version_ages if version_ages is not None else VersionAges()
+        self._transport = transport
         self._png_cache: dict[int, bytes] = {}
         self._budget = plan.impressions
+        self._started = 0.0
         self._deadline = 0.0
 
     def _take_ticket(self) -> bool:
@@ -149,23 +156,29 @@ class Simulation:
         rng = random.Random(plan.seed)
         weights = [p.weight for p in plan.populations]
         assigned = rng.choices(plan.populations, weights=weights, k=plan.users)
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         self._deadline = started + (plan.duration if plan.duration is not None else 10**9)
         limits = httpx.Limits(max_connections=max(plan.users, 4))
-        async with httpx.AsyncClient(base_url=plan.url, timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=plan.url, timeout=30, limits=limits, transport=self._transport
+        ) as client:
             tasks = [
                 asyncio.create_task(self._user(client, index, population, started))
                 for index, population in enumerate(assigned)
             ]
             while not all(t.done() for t in tasks):
                 await asyncio.sleep(0.25)
-                self.summary.seconds = time.monotonic() - started
+                self._update_clock()
                 if on_progress:
                     on_progress(self.summary)
             for task in tasks:
                 task.result()  # surface an unexpected crash of a user loop
-        self.summary.seconds = time.monotonic() - started
+        self._update_clock()
         return self.summary
+
+    def _update_clock(self) -> None:
+        self.summary.seconds = time.monotonic() - self._started
+        self.summary.rate_limit_wait_s = self.pacer.waited_s
 
     async def _user(
         self, client: httpx.AsyncClient, index: int, population: Population, started: float
@@ -177,52 +190,105 @@ class Simulation:
         interval = 0.0 if plan.rate == 0 or flood else plan.users / plan.rate
         next_at = started + rng.random() * interval
         pending: set[asyncio.Task[None]] = set()
-        served = 0
+        people = 0
+        visitor: _Visitor | None = None
         while self._take_ticket():
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += interval
+                next_at += self.traffic.page_gap(interval, rng)
             # A virtual user slot stands for a stream of people, each seeing a few pages, as
-            # on a real site; a bot keeps one identity.
-            person = served // PAGES_PER_VISITOR
-            visitor = f"bot-{index}" if behaviour.bot else f"sim-{plan.seed}-{index}-{person}"
-            served += 1
+            # on a real site; a bot keeps one identity and its own behaviour.
+            if behaviour.bot:
+                visitor = visitor or _Visitor(f"bot-{index}", 1.0, 0)
+            elif visitor is None or visitor.pages_left <= 0:
+                visitor = _Visitor(
+                    visitor_id=f"sim-{plan.seed}-{index}-{people}",
+                    propensity=self.traffic.draw_propensity(rng),
+                    pages_left=self.traffic.draw_pages(rng),
+                )
+                people += 1
+            visitor.pages_left -= 1
             try:
                 await self._one(client, behaviour, visitor, rng, pending)
             except httpx.HTTPError as exc:
-                self.summary.errors[exc.__class__.__name__] += 1
+                self.summary.errors[f"impression {exc.__class__.__name__}"] += 1
                 await asyncio.sleep(0.5)
         if pending:
             await asyncio.gather(*pending)
+
+    async def _post(
+        self, client: httpx.AsyncClient, path: str, body: dict[str, Any], *, what: str
+    ) -> httpx.Response | None:
+        """POST to a rate-limited endpoint, waiting out 429s as Retry-After asks; None when
+        it gave up. Other answers are the caller's to judge."""
+        for attempt in range(MAX_ATTEMPTS):
+            sent_at = await self.pacer.wait_turn()
+            self.summary.limited_requests += 1
+            response = await client.post(path, json=body)
+            if response.status_code != 429:
+                if response.status_code < 400:
+                    self.pacer.succeeded()
+                return response
+            self.summary.errors[f"{what} 429"] += 1
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if _visitor_limit(response):
+                # Only this visitor is over its limit: the other users need not wait.
+                self.summary.rate_limited["visitor"] += 1
+                await asyncio.sleep(backoff_s(attempt, retry_after, self.pacer.rng))
+            else:
+                self.summary.rate_limited["address"] += 1
+                self.pacer.limited(retry_after, sent_at=sent_at)  # the next turn waits it out
+        self.summary.abandoned += 1
+        return None
 
     async def _one(
         self,
         client: httpx.AsyncClient,
         behaviour: _Behaviour,
-        visitor: str,
+        visitor: _Visitor,
         rng: random.Random,
         pending: set[asyncio.Task[None]],
     ) -> None:
         placement = self.plan.placement
-        response = await client.post(
+        response = await self._post(
+            client,
             "/v1/impressions",
-            json={"placement": placement, "visitor_id": visitor, "simulated": True},
+            {"placement": placement, "visitor_id": visitor.visitor_id, "simulated": True},
+            what="impression",
         )
+        if response is None:
+            return
         if response.status_code != 201:
             self.summary.errors[f"impression {response.status_code}"] += 1
-            await asyncio.sleep(0.5 if response.status_code >= 500 else 0.0)
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            await asyncio.sleep(wait if wait is not None else _pause_after(response.status_code))
             return
         served = response.json()
         image_id = served["image_id"]
         png = self._png_cache.get(image_id)
         if png is None:
             image = await client.get(served["image_url"])
-            image.raise_for_status()
+            if image.status_code != 200:
+                self.summary.errors[f"image {image.status_code}"] += 1
+                return
             png = self._png_cache[image_id] = image.content
-        probability = behaviour.probability(image_id, png)
+        base_probability = behaviour.probability(image_id, png)
+        probability = base_probability
+        version = served["generator_version"]
+        if not behaviour.bot:
+            now = time.monotonic()
+            novelty = self.traffic.novelty
+            age = self.version_ages.observe(version, now, novelty.unit if novelty else "s")
+            probability = self.traffic.click_probability(
+                base_probability,
+                elapsed_s=now - self._started,
+                visitor_propensity=visitor.propensity,
+                novelty_age=age,
+            )
         self.summary.impressions += 1
-        self.summary.probability_sum += probability
-        self.summary.by_version[served["generator_version"]] += 1
+        self.summary.probability_sum += base_probability
+        self.summary.click_probability_sum += probability
+        self.summary.by_version[version] += 1
         if placement == "rating":
             body: dict[str, Any] | None = {
                 "token": served["token"],
@@ -244,14 +310,31 @@ class Simulation:
     async def _act(self, client: httpx.AsyncClient, body: dict[str, Any], delay: float) -> None:
         await asyncio.sleep(delay)
         try:
-            result = await client.post("/v1/interactions", json=body)
+            result = await self._post(client, "/v1/interactions", body, what="interaction")
         except httpx.HTTPError as exc:
-            self.summary.errors[exc.__class__.__name__] += 1
+            self.summary.errors[f"interaction {exc.__class__.__name__}"] += 1
+            return
+        if result is None:
             return
         if result.status_code in (200, 201):
             self.summary.interactions += 1
         else:
             self.summary.errors[f"interaction {result.status_code}"] += 1
+
+
+def _visitor_limit(response: httpx.Response) -> bool:
+    """Whether a 429 came from the per-visitor impression limit rather than the per-address
+    one; the service says which in its message (app/routers/impressions.py)."""
+    try:
+        message = str(response.json().get("message", ""))
+    except (ValueError, AttributeError):
+        return False
+    return "visitor" in message
+
+
+def _pause_after(status: int) -> float:
+    # A failing server gets a breather; a refused request (4xx) does not need one.
+    return 0.5 if status >= 500 else 0.0
 
 
 def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -266,9 +349,12 @@ def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> SimulationSummary:
-    """Run the plan to its end, with a live progress line when progress is set."""
-    simulation = Simulation(plan)
+def run_simulation(
+    plan: SimulationPlan, *, progress: bool = True, version_ages: VersionAges | None = None
+) -> SimulationSummary:
+    """Run the plan to its end, with a live progress line when progress is set. Pass the
+    same `version_ages` to successive runs for novelty to see versions as new only once."""
+    simulation = Simulation(plan, version_ages=version_ages)
     if not progress:
         return run_to_end(simulation.run())
     from rich.live import Live
@@ -277,6 +363,7 @@ def run_simulation(plan: SimulationPlan, *, progress: bool = True) -> Simulation
         return (
             f"simulated users: {summary.impressions} impressions, {summary.interactions} "
             f"interactions, {summary.rate:.1f}/s, errors {sum(summary.errors.values())}"
+            + (f", held {summary.rate_limit_wait_s:.0f} s by 429s" if summary.rate_limited else "")
         )
 
     with Live(line(simulation.summary), refresh_per_second=4, transient=False) as live:
