@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from app.errors import ServiceUnready
+
 app = typer.Typer(
     help="pirloop: improve an image generator from people's interactions with its images.",
     no_args_is_help=True,
@@ -28,6 +30,10 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    except (TimeoutError, ServiceUnready) as exc:
+        # The service did not do what the run waits for: say why, no stack trace.
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -199,6 +205,23 @@ def experiment(
         float,
         typer.Option(help="latent scale of the batch shown to simulated people (offline)"),
     ] = 1.0,
+    learn_objective: Annotated[
+        str | None,
+        typer.Option(
+            help="what users like while the service gathers training data (--via-api; default: "
+            "--objective). neg:SPEC here and SPEC as --objective makes a worse candidate"
+        ),
+    ] = None,
+    drift: Annotated[
+        list[str] | None,
+        typer.Option(help="base-rate drift for --via-api, as in `pirloop simulate --drift`"),
+    ] = None,
+    propensity: Annotated[
+        str | None, typer.Option(help="per-visitor propensity (--via-api), e.g. gamma:2")
+    ] = None,
+    novelty: Annotated[
+        str | None, typer.Option(help="novelty lift of a new version (--via-api), e.g. 0.1:20")
+    ] = None,
 ) -> None:
     """Run the learning loop against a simulated objective and report the change: offline
     (generate, observe, estimate, tune, measure), or through a running service (--via-api)."""
@@ -224,8 +247,13 @@ def _experiment(
     grid: Path | None,
     estimator_width: int,
     explore_scale: float,
+    learn_objective: str | None,
+    drift: list[str] | None,
+    propensity: str | None,
+    novelty: str | None,
 ) -> None:
     if via_api:
+        from worker.sim.traffic import parse_traffic
         from worker.sim.via_api import ViaApiPlan, run_via_api
 
         report = run_via_api(
@@ -239,6 +267,10 @@ def _experiment(
                 seed=seed,
                 json_path=str(json_path),
                 grid_path=str(grid or json_path.with_suffix(".png")),
+                learn_objective=learn_objective,
+                traffic=parse_traffic(
+                    drift=drift or (), propensity=propensity, novelty=novelty, arrivals=None
+                ),
             )
         )
         from app.report import print_loop_report

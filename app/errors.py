@@ -52,6 +52,11 @@ class PirloopError(Exception):
         return error_code(self.status_code)
 
 
+class ServiceUnready(RuntimeError):
+    """A running service that cannot do what a client command needs (no scheduler, traffic
+    not counted, ...): the command prints the message and exits 1."""
+
+
 def error_code(status: int) -> str:
     return ERROR_CODES.get(status, "error")
 

@@ -30,6 +30,7 @@ from app.routers import (
     impressions,
     interactions,
     rollouts,
+    service,
     versions,
 )
 from app.scheduler import EmbeddedScheduler
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(versions.router)
     app.include_router(rollouts.router)
+    app.include_router(service.router)
     app.include_router(embed.router)
     app.include_router(admin.router)
     app.include_router(public_pages.router)

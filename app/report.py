@@ -22,12 +22,16 @@ def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
     table.add_column("measure", style="bold")
     table.add_column("value", justify="left")
     estimated = r.get("estimated_delta")
-    rows = [
+    rows = decision_rows(r["decision"]) if r.get("decision") else []
+    rows += [
         (f"PIR version {r['version_before']}", _ci(r["pre_mean"], r["pre_ci"])),
         (f"PIR version {r['version_after']}", _ci(r["post_mean"], r["post_ci"])),
         ("change (measured)", f"{r['delta']:+.4f}"),
         ("effect size (Cohen's d)", f"{r['effect_size']:.2f}"),
-        ("Welch's t-test p", f"{r['p_value']:.2g}" + ("  significant" if r["significant"] else "")),
+        (
+            "Welch's t-test p (after the fact)",
+            f"{r['p_value']:.2g}" + ("  significant" if r["significant"] else ""),
+        ),
         ("estimator's predicted change", f"{estimated:+.4f}" if estimated is not None else "-"),
         ("true change (objective)", f"{r['true_delta']:+.4f}  (p {r['true_p_value']:.2g})"),
         (
@@ -38,6 +42,33 @@ def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
     for measure, value in rows:
         table.add_row(measure, value)
     return table
+
+
+def decision_rows(decision: dict[str, Any]) -> list[tuple[str, str]]:
+    """The service's own decision on the candidate, with its evidence."""
+    low, high = decision["interval"]
+    interval = "-" if low is None else f"[{low:+.4f}, {high:+.4f}]"
+    alpha = decision.get("alpha")
+    level = f"always-valid {1 - alpha:.0%} interval" if alpha else "always-valid interval"
+    verdict = decision["status"].upper() + (" (manual)" if decision["manual"] else "")
+    shown = decision.get("decision_impressions") or [None, None]
+    return [
+        ("service's decision", verdict),
+        ("why", str(decision.get("reason"))),
+        (f"change, {level}", f"{(decision['delta'] or 0):+.4f}  {interval}"),
+        ("always-valid p", f"{decision['p_value']:.2g}" if decision["p_value"] else "-"),
+        (
+            "impressions shown (champion / candidate)",
+            f"{decision['champion_impressions']} / {decision['candidate_impressions']}"
+            f"  (in the decision: {shown[0]} / {shown[1]}; {decision['looks']} looks)",
+        ),
+        (
+            "split check (SRM)",
+            "mismatch: decision frozen"
+            if (decision.get("sample_ratio") or {}).get("mismatch")
+            else "ok",
+        ),
+    ]
 
 
 def print_loop_report(report: dict[str, Any], console: Console | None = None) -> None:

@@ -2,7 +2,8 @@
 
 A fresh SQLite service serves the cpu-small generator; simulated users with a visible
 objective drive its HTTP API; the service's own loop trains the estimator, tunes the
-generator and serves version 1; the change is measured from the logged data and printed.
+generator and serves version 2 as a candidate beside version 1; its sequential test decides;
+the decision, its evidence and the change measured from the logged data are printed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def demo_env(plan: DemoPlan) -> dict[str, str]:
         "PIRLOOP_SCHEDULER_INTERVAL_SECONDS": "2",
         # Every simulated user comes from 127.0.0.1; the per-address limit would stop them.
         "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
+        # A short ramp: the demo's candidate is at its full share within seconds.
+        "PIRLOOP_ROLLOUT_RAMP_SECONDS": "5",
     }
     if plan.tuning_steps is not None:
         env["PIRLOOP_TUNING_STEPS"] = str(plan.tuning_steps)

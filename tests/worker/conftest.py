@@ -32,16 +32,29 @@ def loop_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         # Bots must be caught by their behaviour here, not stopped at the door.
         "PIRLOOP_RATE_LIMIT_IP_PER_MINUTE": "0",
         "PIRLOOP_RATE_LIMIT_VISITOR_PER_MINUTE": "0",
+        # A candidate is decided within a few hundred impressions per arm.
+        "PIRLOOP_ROLLOUT_RAMP_SECONDS": "0",
+        "PIRLOOP_ROLLOUT_MIN_IMPRESSIONS_PER_ARM": "40",
+        "PIRLOOP_ROLLOUT_MAX_IMPRESSIONS_PER_IMAGE": "8",
     }
     return service_env(data_dir, **{**toy, **overrides})
 
 
-def version_with_comparison(base: str, version_id: int) -> dict[str, Any] | None:
-    """The version once its comparison with its parent is recorded, else None."""
-    return next(
-        (v for v in versions(base) if v["id"] == version_id and "comparison" in v["metrics"]),
-        None,
+def current_rollout(base: str) -> dict[str, Any] | None:
+    """The running rollout (candidate beside champion), else None."""
+    answer = httpx.get(f"{base}/v1/rollouts/current", timeout=10)
+    if answer.status_code == 404:
+        return None
+    result: dict[str, Any] = answer.raise_for_status().json()
+    return result
+
+
+def decided_rollout(base: str, rollout_id: int) -> dict[str, Any] | None:
+    """The rollout once it is decided (promoted, rejected or cancelled), else None."""
+    result: dict[str, Any] = (
+        httpx.get(f"{base}/v1/rollouts/{rollout_id}", timeout=10).raise_for_status().json()
     )
+    return result if result["status"] != "running" else None
 
 
 def wait_for(

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.database import make_engine
 from app.models import GeneratorVersion, TrainingRun
 from tests.live import live_server
-from tests.worker.conftest import serving, version_with_comparison, wait_for
+from tests.worker.conftest import current_rollout, decided_rollout, serving, wait_for
 from tests.worker.test_embedded_loop import traffic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -52,27 +52,32 @@ def celery_worker(
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_celery_worker_completes_a_cycle(pg_loop_env: dict[str, str], tmp_path: Path) -> None:
+def test_celery_worker_completes_a_cycle_and_decides(
+    pg_loop_env: dict[str, str], tmp_path: Path
+) -> None:
     env = pg_loop_env
-    with live_server(env) as base, celery_worker(env, beat=True, log_path=tmp_path / "worker.log"):
+    log = tmp_path / "worker.log"
+    with live_server(env) as base, celery_worker(env, beat=True, log_path=log):
         first = serving(base)
         assert first is not None
         traffic(base, 16 * 6)
-        second = wait_for(
-            lambda: (s := serving(base)) and s["id"] != first["id"] and s,
+        rollout = wait_for(
+            lambda: current_rollout(base),
             timeout=240,
-            what=lambda: f"version 1; worker log:\n{(tmp_path / 'worker.log').read_text()[-3000:]}",
+            what=lambda: f"a candidate; worker log:\n{log.read_text()[-3000:]}",
         )
-        assert second["parent_id"] == first["id"]
-        traffic(base, 16 * 6)
-        evaluated = wait_for(
-            lambda: version_with_comparison(base, second["id"]),
+        assert rollout["champion_id"] == first["id"]
+        traffic(base, 16 * 18)
+        decided = wait_for(
+            lambda: decided_rollout(base, rollout["id"]),
             timeout=120,
-            what="the comparison of version 1 with version 0",
+            what=lambda: f"the decision; worker log:\n{log.read_text()[-3000:]}",
         )
-        assert set(evaluated["metrics"]["comparison"]) >= {"delta", "effect_size", "p_value"}
+        assert decided["status"] in ("promoted", "rejected")
+        assert decided["checks"]
         comparison = httpx.get(
-            f"{base}/v1/versions/{second['id']}/comparison?include_simulated=true", timeout=10
+            f"{base}/v1/versions/{rollout['candidate_id']}/comparison?include_simulated=true",
+            timeout=10,
         )
         assert comparison.status_code == 200
 
@@ -106,9 +111,10 @@ def test_worker_killed_mid_cycle_makes_exactly_one_version(
                 time.sleep(3)  # into the estimator's training or the tuning
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(timeout=10)
-            # Killed mid-run: still one version, still the old one serving.
+            # Killed mid-run: still one version, still the old one serving, no rollout.
             assert len(version_rows()) == 1
             assert serving(base)["parent_id"] is None
+            assert current_rollout(base) is None
             assert [r.status for r in runs()] == ["running"]
 
             with celery_worker(env, beat=True, log_path=log_path):
@@ -120,7 +126,12 @@ def test_worker_killed_mid_cycle_makes_exactly_one_version(
                 )
             rows = version_rows()
             assert len(rows) == 2, rows
-            assert serving(base)["parent_id"] == rows[0].id
+            # Exactly one candidate, served beside the champion that kept serving.
+            assert [r.status for r in rows] == ["serving", "candidate"]
+            assert serving(base)["id"] == rows[0].id
+            rollout = current_rollout(base)
+            assert rollout is not None
+            assert rollout["candidate_id"] == rows[1].id
             assert runs()[0].attempts == 2
     finally:
         engine.dispose()

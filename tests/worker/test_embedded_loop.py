@@ -1,16 +1,25 @@
-"""The embedded default: no servers, jobs in the API process, simulated users over HTTP, and
-the loop turns their clicks into a new served version with its comparison recorded."""
+"""The embedded default: no servers, jobs in the API process, simulated users over HTTP. The
+loop turns their clicks into a candidate served beside the champion, and the service's own
+sequential decision ends the rollout with its evidence recorded."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.live import live_server
-from tests.worker.conftest import loop_env, serving, version_with_comparison, wait_for
+from tests.worker.conftest import (
+    current_rollout,
+    decided_rollout,
+    loop_env,
+    serving,
+    versions,
+    wait_for,
+)
 from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
 
-def traffic(base: str, impressions: int) -> None:
+def traffic(base: str, impressions: int) -> dict[int, int]:
+    """Simulated users who like blue; returns impressions served per version."""
     summary = run_simulation(
         SimulationPlan(
             url=base,
@@ -25,31 +34,44 @@ def traffic(base: str, impressions: int) -> None:
     # lagged behind its response, no 5xx.
     assert summary.errors == {}, summary.errors
     assert summary.impressions == impressions
+    return dict(summary.by_version)
 
 
-def test_embedded_loop_promotes_and_evaluates(tmp_path: Path) -> None:
+def test_embedded_loop_rolls_out_a_candidate_and_decides(tmp_path: Path) -> None:
     env = loop_env(tmp_path)
     with live_server(env, startup_seconds=120) as base:
         first = serving(base)
         assert first is not None
         assert first["parent_id"] is None
         traffic(base, 16 * 6)
-        second = wait_for(
-            lambda: (s := serving(base)) and s["id"] != first["id"] and s,
-            timeout=180,
-            what="a cycle to serve a new version",
-        )
-        assert second["parent_id"] == first["id"]
-        assert second["metrics"]["training_images"] == 16
-        assert "heldout_mae" in second["metrics"]["estimator"]
-        assert "estimated_delta" in second["metrics"]
+        rollout = wait_for(lambda: current_rollout(base), timeout=180, what="a candidate")
+        assert rollout["champion_id"] == first["id"]
+        candidate = next(v for v in versions(base) if v["id"] == rollout["candidate_id"])
+        assert candidate["status"] == "candidate"
+        assert candidate["parent_id"] == first["id"]
+        assert candidate["metrics"]["training_images"] == 16
+        assert "heldout_mae" in candidate["metrics"]["estimator"]
+        assert "estimated_delta" in candidate["metrics"]
+        # The champion keeps serving; the candidate is served beside it at the same time.
+        assert serving(base)["id"] == first["id"]  # type: ignore[index]
+        by_version = traffic(base, 16 * 10)
+        assert by_version.get(first["id"], 0) > 0
+        assert by_version.get(candidate["id"], 0) > 0
 
-        traffic(base, 16 * 6)
-        evaluated = wait_for(
-            lambda: version_with_comparison(base, second["id"]),
+        traffic(base, 16 * 8)
+        decided = wait_for(
+            lambda: decided_rollout(base, rollout["id"]),
             timeout=120,
-            what="the new version's comparison",
+            what="the service's decision on the candidate",
         )
-        comparison = evaluated["metrics"]["comparison"]
-        assert 0 <= comparison["p_value"] <= 1
-        assert comparison["impressions"] >= 16 * 5
+        assert decided["status"] in ("promoted", "rejected")
+        assert decided["manual"] is False
+        assert decided["reason"]
+        assert decided["checks"], "every look is recorded"
+        latest = decided["latest"]
+        assert latest["sample_ratio"]["mismatch"] is False
+        assert latest["primary"]["p_value"] is not None
+        champion = serving(base)
+        assert champion is not None
+        expected = candidate["id"] if decided["status"] == "promoted" else first["id"]
+        assert champion["id"] == expected

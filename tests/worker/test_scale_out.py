@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app.database import make_engine
 from app.models import TrainingRun
 from tests.live import live_server
-from tests.worker.conftest import serving, wait_for
+from tests.worker.conftest import current_rollout, serving, wait_for
 from tests.worker.test_celery_cycle import celery_worker
 from tests.worker.test_embedded_loop import traffic
 
@@ -45,13 +45,17 @@ def test_two_apis_two_workers_complete_a_cycle(pg_loop_env: dict[str, str], tmp_
             thread.start()
         for thread in threads:
             thread.join()
-        second = wait_for(
-            lambda: (s := serving(api_b)) and s["id"] != first["id"] and s,
+        rollout = wait_for(
+            lambda: current_rollout(api_b),
             timeout=240,
-            what=lambda: "a new version; logs:\n" + "\n".join(p.read_text()[-2000:] for p in logs),
+            what=lambda: "a candidate; logs:\n" + "\n".join(p.read_text()[-2000:] for p in logs),
         )
-        assert serving(api_a)["id"] == second["id"]
-        traffic(api_a, 16)  # the new batch is served through the other API too
+        assert current_rollout(api_a)["id"] == rollout["id"]  # type: ignore[index]
+        # Both APIs serve the candidate beside the champion.
+        for api in (api_a, api_b):
+            served = traffic(api, 16 * 2)
+            assert served.get(rollout["candidate_id"], 0) > 0
+            assert served.get(first["id"], 0) > 0
     for path in logs:
         text = path.read_text()
         assert "Traceback" not in text, text[-3000:]

@@ -1,9 +1,13 @@
 """The closed-loop experiment through the service: simulated users drive the real API, the
-service's own loop (embedded jobs or Celery workers) estimates and tunes, and the change is
-measured from the logged data only, next to the true objective's numbers.
+service's own loop (embedded jobs or Celery workers) estimates and tunes, serves the tuned
+generator as a candidate beside the champion, and decides with its own sequential test. The
+report gives that decision and its evidence, next to the true objective's numbers and an
+after-the-fact look at the logged data.
 
-The service must count simulated traffic (PIRLOOP_USE_SIMULATED_TRAFFIC=true) and start a
-cycle when each image has the experiment's impressions (PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE).
+The service must count simulated traffic (PIRLOOP_USE_SIMULATED_TRAFFIC=true), have a
+scheduler ticking (the embedded one, or `pirloop beat` with a worker), and start a cycle when
+each image has the experiment's impressions (PIRLOOP_TARGET_IMPRESSIONS_PER_IMAGE): the run
+checks what it can first and says what is wrong when nothing happens.
 """
 
 from __future__ import annotations
@@ -12,19 +16,26 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import torch
 
+from app.errors import ServiceUnready
 from app.stats import compare
 from worker.ml.diversity import diversity_score
 from worker.ml.sampling import png_to_image, save_grid
 from worker.sim.objectives import load_objective
+from worker.sim.traffic import TrafficModel
 from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
 log = logging.getLogger(__name__)
+
+
+class ServiceNotReady(ServiceUnready):
+    """The service cannot run the loop as set up; the message says what to change."""
 
 
 @dataclass
@@ -37,10 +48,17 @@ class ViaApiPlan:
     rate: float = 0.0
     placement: str = "background"
     cycle_timeout: float = 1800.0
+    # How long the rollout may run, in impressions per image of the candidate's batch,
+    # before the run gives up waiting for the service's decision.
+    decision_budget_per_image: int = 400
     seed: int = 0
     json_path: str | None = None
     grid_path: str | None = None
     progress: bool = True
+    # What the users like while the service gathers its training data (default: objective).
+    # Learning from neg:SPEC and deciding under SPEC makes a candidate that is worse.
+    learn_objective: str | None = None
+    traffic: TrafficModel | None = None
 
 
 class ServiceClient:
@@ -75,63 +93,231 @@ class ServiceClient:
         ]
         return torch.stack([png_to_image(p) for p in pngs])
 
-    def wait_for_child(self, parent_id: int, timeout: float) -> dict[str, Any]:
+    def service(self) -> dict[str, Any]:
+        answer = self.http.get("/v1/service")
+        if answer.status_code == 404:
+            return {}  # an older service: nothing to check
+        result: dict[str, Any] = answer.raise_for_status().json()
+        return result
+
+    def current_rollout(self) -> dict[str, Any] | None:
+        answer = self.http.get("/v1/rollouts/current")
+        if answer.status_code == 404:
+            return None
+        result: dict[str, Any] = answer.raise_for_status().json()
+        return result
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = (
+            self.http.get(f"/v1/rollouts/{rollout_id}").raise_for_status().json()
+        )
+        return result
+
+    def version(self, version_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = (
+            self.http.get(f"/v1/versions/{version_id}").raise_for_status().json()
+        )
+        return result
+
+    def impressions(self, version_id: int, placement: str) -> int:
+        pir = (
+            self.http.get(
+                f"/v1/versions/{version_id}/pir",
+                params={"placement": placement, "include_simulated": "true"},
+            )
+            .raise_for_status()
+            .json()
+        )
+        return int(pir["impressions"])
+
+    def wait_for_candidate(self, champion_id: int, timeout: float) -> dict[str, Any]:
+        """The rollout of a candidate tuned from champion_id; a clear error if none starts."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            current = self.serving()
-            if current["id"] != parent_id and current["parent_id"] == parent_id:
-                return current
+            running = self.current_rollout()
+            if running is not None and running["champion_id"] == champion_id:
+                return running
             time.sleep(2)
-        raise TimeoutError(f"no new version replaced version {parent_id} within {timeout:.0f}s")
+        raise TimeoutError(
+            f"no candidate was rolled out beside version {champion_id} within {timeout:.0f} s. "
+            + why_no_cycle(self.service())
+        )
 
 
-def drive(client: ServiceClient, plan: ViaApiPlan, version: dict[str, Any], round_: int) -> None:
-    """Simulated traffic until each image of the version has the planned impressions."""
-    run_simulation(
+def check_service(client: ServiceClient, plan: ViaApiPlan) -> dict[str, Any]:
+    """What can be checked before driving traffic; raises ServiceNotReady naming the fix."""
+    info = client.service()
+    if not info:
+        return info
+    if not info["counts_simulated_traffic"]:
+        raise ServiceNotReady(
+            "the service does not count simulated traffic, so no cycle would ever start from "
+            "this run's impressions: start it with PIRLOOP_USE_SIMULATED_TRAFFIC=true"
+        )
+    if info["learning_placement"] != plan.placement:
+        raise ServiceNotReady(
+            f"the service learns from {info['learning_placement']} impressions, this run "
+            f"makes {plan.placement} ones: set --placement or PIRLOOP_LEARNING_PLACEMENT"
+        )
+    if info["target_impressions_per_image"] > plan.impressions_per_image:
+        log.warning(
+            "the service starts a cycle at %d impressions per image; this run sends %d per "
+            "image, so the cycle waits for the time-based fallback",
+            info["target_impressions_per_image"],
+            plan.impressions_per_image,
+        )
+    if info.get("learning_held"):
+        raise ServiceNotReady(
+            f"learning is held on the service: {info['learning_held']} (start a cycle from "
+            "the dashboard to resume)"
+        )
+    return info
+
+
+def why_no_cycle(info: dict[str, Any]) -> str:
+    """The likely causes of a cycle that does not start, from what the service says."""
+    if not info:
+        return "Check that a worker and a scheduler run and that simulated traffic counts."
+    causes = []
+    tick = info.get("scheduler_last_tick_at")
+    if tick is None:
+        causes.append(
+            "no scheduler has ever ticked: run `pirloop beat` and a worker (`pirloop worker`)"
+            if info["jobs"] == "celery"
+            else "the embedded scheduler is off (PIRLOOP_EMBEDDED_SCHEDULER)"
+        )
+    else:
+        age = (datetime.now(UTC) - datetime.fromisoformat(tick)).total_seconds()
+        if age > 120:
+            causes.append(
+                f"the scheduler last ticked {age:.0f} s ago: is `pirloop beat` still running?"
+            )
+    if info.get("learning_held"):
+        causes.append(f"learning is held: {info['learning_held']}")
+    if not info["counts_simulated_traffic"]:
+        causes.append("simulated traffic is not counted (PIRLOOP_USE_SIMULATED_TRAFFIC=false)")
+    if info["jobs"] == "celery":
+        causes.append("or no worker consumes the 'ml' queue (`pirloop worker --queues ml`)")
+    causes.append(
+        f"or the target of {info['target_impressions_per_image']} counted impressions per "
+        "image was not reached; the admin dashboard shows the running cycle, if any"
+    )
+    return "Likely: " + "; ".join(causes) + "."
+
+
+def drive(plan: ViaApiPlan, objective: str, impressions: int, seed: int) -> dict[int, int]:
+    """Simulated traffic: this many impressions; returns impressions served per version."""
+    summary = run_simulation(
         SimulationPlan(
             url=plan.url,
-            populations=parse_populations(plan.objective),
+            populations=parse_populations(objective),
             users=plan.users,
             rate=plan.rate,
-            impressions=version["batch_size"] * plan.impressions_per_image,
+            impressions=impressions,
             placement=plan.placement,
-            seed=plan.seed * 1000 + round_,
+            seed=seed,
+            traffic=plan.traffic,
         ),
         progress=plan.progress,
     )
+    return dict(summary.by_version)
+
+
+def drive_until_decided(
+    client: ServiceClient, plan: ViaApiPlan, rollout: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """Traffic in bursts while the service's sequential test looks at every tick, until it
+    decides (or the run's budget is spent: then the last state is returned, still running)."""
+    candidate = client.version(rollout["candidate_id"])
+    burst = max(candidate["batch_size"] * 5, 200)
+    budget = candidate["batch_size"] * plan.decision_budget_per_image
+    sent = 0
+    current = rollout
+    while sent < budget:
+        drive(plan, plan.objective, burst, seed + sent)
+        sent += burst
+        deadline = time.monotonic() + 30  # a few scheduler ticks to look at the new data
+        while time.monotonic() < deadline:
+            current = client.rollout(rollout["id"])
+            if current["status"] != "running":
+                return current
+            time.sleep(1)
+        log.info("rollout %s: %s", rollout["id"], current.get("reason"))
+    return current
 
 
 def measured_pir(client: ServiceClient, version_id: int, placement: str) -> list[float]:
     return [r["pir"] for r in client.per_image(version_id, placement) if r["pir"] is not None]
 
 
+def decision_summary(
+    client: ServiceClient, plan: ViaApiPlan, decided: dict[str, Any]
+) -> dict[str, Any]:
+    """The service's own decision: what, why, on what evidence, and what it cost."""
+    latest = decided.get("latest") or {}
+    primary = latest.get("primary") or {}
+    return {
+        "rollout_id": decided["id"],
+        "status": decided["status"],
+        "manual": decided["manual"],
+        "reason": decided.get("reason"),
+        "champion": decided["champion_id"],
+        "candidate": decided["candidate_id"],
+        "delta": primary.get("delta"),
+        "interval": [primary.get("ci_low"), primary.get("ci_high")],
+        "p_value": primary.get("p_value"),
+        "alpha": primary.get("alpha"),
+        "sample_ratio": latest.get("sample_ratio"),
+        "guardrails_breached": latest.get("breached", []),
+        "looks": len(decided.get("checks", [])),
+        "decision_impressions": latest.get("impressions"),
+        # Everything each arm showed, the ramp included: for a worse candidate, the harm.
+        "champion_impressions": client.impressions(decided["champion_id"], plan.placement),
+        "candidate_impressions": client.impressions(decided["candidate_id"], plan.placement),
+        "started_at": decided["started_at"],
+        "decided_at": decided.get("decided_at"),
+    }
+
+
 def run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
     started = time.monotonic()
     objective = load_objective(plan.objective)
     client = ServiceClient(plan.url)
-    version = client.serving()
-    first_images = client.images(version["id"], plan.placement)
+    check_service(client, plan)
+    if client.current_rollout() is not None:
+        raise ServiceNotReady(
+            "a rollout is already running on the service: wait for its decision or stop it"
+        )
+    champion = client.serving()
+    first_images = client.images(champion["id"], plan.placement)
     rounds = []
     for round_ in range(plan.rounds):
-        log.info("round %d: traffic on version %s", round_ + 1, version["id"])
-        drive(client, plan, version, 2 * round_)
-        log.info("waiting for the service's cycle to serve a child of version %s", version["id"])
-        child = client.wait_for_child(version["id"], plan.cycle_timeout)
-        drive(client, plan, child, 2 * round_ + 1)
-        before_images = client.images(version["id"], plan.placement)
-        after_images = client.images(child["id"], plan.placement)
+        log.info("round %d: traffic on version %s", round_ + 1, champion["id"])
+        drive(
+            plan,
+            plan.learn_objective or plan.objective,
+            champion["batch_size"] * plan.impressions_per_image,
+            plan.seed * 1000 + 2 * round_,
+        )
+        log.info(
+            "waiting for the service to roll out a candidate beside version %s", champion["id"]
+        )
+        rollout = client.wait_for_candidate(champion["id"], plan.cycle_timeout)
+        decided = drive_until_decided(client, plan, rollout, plan.seed * 1000 + 2 * round_ + 1)
+        candidate = client.version(rollout["candidate_id"])
+        before_images = client.images(champion["id"], plan.placement)
+        after_images = client.images(candidate["id"], plan.placement)
         measured = compare(
-            measured_pir(client, version["id"], plan.placement),
-            measured_pir(client, child["id"], plan.placement),
+            measured_pir(client, champion["id"], plan.placement),
+            measured_pir(client, candidate["id"], plan.placement),
         )
         true = compare(objective(before_images).tolist(), objective(after_images).tolist())
-        child = next(v for v in client.versions() if v["id"] == child["id"])
-        estimated = child["metrics"].get("estimated_delta")
         rounds.append(
             {
                 "round": round_ + 1,
-                "version_before": version["id"],
-                "version_after": child["id"],
+                "version_before": champion["id"],
+                "version_after": candidate["id"],
+                "decision": decision_summary(client, plan, decided),
                 "pre_mean": measured.before.mean,
                 "post_mean": measured.after.mean,
                 "pre_ci": [measured.before.ci_low, measured.before.ci_high],
@@ -140,7 +326,7 @@ def run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
                 "effect_size": measured.effect_size,
                 "p_value": measured.p_value,
                 "significant": measured.significant,
-                "estimated_delta": estimated,
+                "estimated_delta": candidate["metrics"].get("estimated_delta"),
                 "true_pre_mean": true.before.mean,
                 "true_post_mean": true.after.mean,
                 "true_delta": true.delta,
@@ -148,26 +334,32 @@ def run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
                 "true_p_value": true.p_value,
                 "diversity_pre": diversity_score(before_images),
                 "diversity_post": diversity_score(after_images),
-                "tuning_steps": child["metrics"].get("tuning", {}).get("steps"),
+                "tuning_steps": candidate["metrics"].get("tuning", {}).get("steps"),
             }
         )
-        version = child
+        if decided["status"] != "promoted":
+            break  # the champion stays; another round would tune the same generator again
+        champion = client.serving()
     report: dict[str, Any] = {
         "objective": plan.objective,
+        "learn_objective": plan.learn_objective or plan.objective,
         "objective_description": objective.describe(),
+        "traffic": plan.traffic.describe() if plan.traffic else None,
         "via_api": plan.url,
         "placement": plan.placement,
         "rounds": rounds,
-        "images": version["batch_size"],
+        "images": champion["batch_size"],
         "impressions": plan.impressions_per_image,
         "steps": rounds[-1]["tuning_steps"] if rounds else None,
         "seconds": time.monotonic() - started,
         "device": "service",
     }
     if plan.grid_path:
-        last = client.images(version["id"], plan.placement)
+        last = (
+            client.images(rounds[-1]["version_after"], plan.placement) if rounds else first_images
+        )
         count = min(32, len(first_images), len(last))
-        # Top rows: the first version's batch; bottom rows: the last version's.
+        # Top rows: the first champion's batch; bottom rows: the last candidate's.
         save_grid(torch.cat([first_images[:count], last[:count]]), plan.grid_path, nrow=8)
         report["grid_path"] = plan.grid_path
     if plan.json_path:
