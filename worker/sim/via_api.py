@@ -236,14 +236,29 @@ def drive_until_decided(
     while sent < budget:
         drive(plan, plan.objective, burst, seed + sent)
         sent += burst
-        deadline = time.monotonic() + 30  # a few scheduler ticks to look at the new data
-        while time.monotonic() < deadline:
-            current = client.rollout(rollout["id"])
-            if current["status"] != "running":
-                return current
-            time.sleep(1)
+        current = wait_for_look(client, rollout["id"], after=datetime.now(UTC))
+        if current["status"] != "running":
+            return current
         log.info("rollout %s: %s", rollout["id"], current.get("reason"))
     return current
+
+
+def wait_for_look(
+    client: ServiceClient, rollout_id: int, *, after: datetime, timeout: float = 300
+) -> dict[str, Any]:
+    """The rollout once the scheduler has looked at it after `after` (or decided it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = client.rollout(rollout_id)
+        checked = (current.get("latest") or {}).get("checked_at")
+        if current["status"] != "running" or (checked and datetime.fromisoformat(checked) >= after):
+            return current
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the scheduler has not looked at rollout {rollout_id} for {timeout:.0f} s. "
+                + why_no_cycle(client.service())
+            )
+        time.sleep(0.5)
 
 
 def measured_pir(client: ServiceClient, version_id: int, placement: str) -> list[float]:
