@@ -46,7 +46,7 @@ class DecisionPolicy:
     min_images_per_arm: int = 20
     min_trials_per_arm: int = 400
     # Futility: reject once every arm has this many trials without evidence of a gain.
-    max_trials_per_arm: int = 20_000
+    max_trials_per_arm: int = 10_000
     srm_threshold: float = 0.001
 
     def tau(self, champion: ArmSummary) -> float:
@@ -122,8 +122,10 @@ def decide(
     if ratio.mismatch:
         return result(
             Outcome.continue_,
-            f"sample ratio mismatch (chi-square p = {ratio.p_value:.2g} < "
-            f"{policy.srm_threshold}): the decision is frozen until the split is fixed",
+            f"sample ratio mismatch (anytime-valid p = {ratio.p_value:.2g} < "
+            f"{policy.srm_threshold}; impressions {list(ratio.observed)} for shares "
+            f"{[round(s, 3) for s in ratio.expected_shares]}): the decision is frozen until "
+            "the split is fixed",
         )
     arms = (primary.champion, primary.candidate)
     if min(a.images for a in arms) < policy.min_images_per_arm or (

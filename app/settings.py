@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # No verdict before each arm has this much data; none is owed after this budget.
     rollout_min_images_per_arm: int = Field(default=20, ge=2)
     rollout_min_impressions_per_arm: int = Field(default=400, ge=1)
-    rollout_max_impressions_per_image: int = Field(default=100, ge=1)
+    rollout_max_impressions_per_image: int = Field(default=50, ge=1)
     # A permanent holdout arm: this share keeps serving holdout_version (the first version
     # when unset), so the lineage's cumulative gain is measured on today's traffic. 0: none.
     holdout_share: float = Field(default=0.0, ge=0, lt=0.5)
