@@ -11,7 +11,14 @@ from app import queries, rollout
 from app.errors import PirloopError
 from app.jobs import JobDispatcher, UnknownTask
 from app.measurement import Measurement
-from app.models import GeneratorVersion, Rollout, RolloutStatus, TrainingRun, VersionStatus
+from app.models import (
+    GeneratorVersion,
+    Rollout,
+    RolloutStatus,
+    TrainingRun,
+    VersionStatus,
+    utcnow,
+)
 from app.schemas import (
     AdminVersionRow,
     ArmShare,
@@ -269,7 +276,9 @@ def promote(session: Session, settings: Settings, version_id: int) -> ServingSta
         raise ActionRefused(404, f"generator version {version_id} does not exist")
     running = rollout.running_rollout(session, lock=True)
     if running is not None and running.candidate_id == version_id:
-        rollout.end_manually(session, running, promote=True, reason="promoted by an operator")
+        rollout.end_manually(
+            session, running, status=RolloutStatus.promoted, reason="promoted by an operator"
+        )
         queries.retire_paused(session, keep=None)
         queries.promote_version(session, version_id)
         session.flush()
@@ -285,7 +294,7 @@ def promote(session: Session, settings: Settings, version_id: int) -> ServingSta
         rollout.end_manually(
             session,
             running,
-            promote=False,
+            status=RolloutStatus.cancelled,
             reason=f"cancelled: an operator served version {version_id} instead",
         )
     if champion is not None and version_id < champion.id:
@@ -300,6 +309,16 @@ def promote(session: Session, settings: Settings, version_id: int) -> ServingSta
         )
     queries.retire_paused(session, keep=None)
     queries.promote_version(session, version_id)
+    # Recorded as manual on the version (a rollout's verdicts are on the rollout).
+    version.metrics = {
+        **version.metrics,
+        "last_promotion": {
+            "manual": True,
+            "at": utcnow().isoformat(),
+            "replaced": champion.id if champion is not None else None,
+            "rollback": champion is not None and version_id < champion.id,
+        },
+    }
     session.flush()
     return serving_state(session, settings)
 
@@ -309,7 +328,9 @@ def stop_rollout(session: Session, settings: Settings) -> ServingState:
     running = rollout.running_rollout(session, lock=True)
     if running is None:
         raise ActionRefused(409, "no rollout is running")
-    rollout.end_manually(session, running, promote=False, reason="stopped by an operator")
+    rollout.end_manually(
+        session, running, status=RolloutStatus.rejected, reason="stopped by an operator"
+    )
     return serving_state(session, settings)
 
 

@@ -140,7 +140,8 @@ def _legend(names: Sequence[str]) -> list[str]:
             f'<rect x="{x:.0f}" y="30" width="10" height="10" fill="{colour}"/>'
             f'<text class="legend" x="{x + 14:.0f}" y="39">{escape(name)}</text>'
         )
-        x += 24 + 7 * len(name)
+        # Room for the name at the larger text size that narrow screens get (pirloop.css).
+        x += 24 + 8 * len(name)
     return parts
 
 
@@ -354,6 +355,139 @@ def histogram(
                 f'width="{max(x1 - x0 - 1, 1):.1f}" '
                 f'height="{frame.y(0) - y:.1f}" fill="{colour}" fill-opacity="0.55">'
                 f"<title>{escape(drawn[index][0])}: {count} images</title></rect>"
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+@dataclass(frozen=True)
+class RolloutLook:
+    """One look at a running rollout, as its progress plots draw it."""
+
+    impressions: int
+    """The candidate arm's impressions in the decision window at the look (the x axis)."""
+    delta: float | None
+    """PIR change, candidate - champion."""
+    ci_low: float | None
+    ci_high: float | None
+    champion_pir: float | None = None
+    candidate_pir: float | None = None
+    frozen: bool = False
+    """The split looked broken (sample ratio mismatch): the decision was frozen."""
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def _impressions_frame(xs: Sequence[float], low: float, high: float, *, top: float) -> _Frame:
+    x_min, x_max = min(xs), max(xs)
+    if x_max - x_min < 1:
+        x_min, x_max = max(0.0, x_min - 1), x_max + 1
+    return _Frame(x_min, x_max, *_padded(low, high), top=top)
+
+
+def sequential_interval(
+    looks: Sequence[RolloutLook],
+    *,
+    title: str = "PIR change, candidate \u2212 champion",
+    level: str = "95%",
+) -> Markup:
+    """The always-valid interval of the PIR change at every look, as a band over the
+    candidate's impressions, with the estimate as a line and no change (y = 0) marked: the
+    candidate is promoted once the whole band is above 0, rejected once it is below."""
+    drawn = sorted(
+        (look for look in looks if _finite(look.delta, look.ci_low, look.ci_high)),
+        key=lambda look: look.impressions,
+    )
+    if not drawn:
+        return empty(title, "no look at this rollout yet: the scheduler's next tick makes one")
+    lows = [min(max(look.ci_low or 0.0, -1.0), 1.0) for look in drawn]
+    highs = [min(max(look.ci_high or 0.0, -1.0), 1.0) for look in drawn]
+    frame = _impressions_frame(
+        [float(look.impressions) for look in drawn], min([*lows, 0.0]), max([*highs, 0.0]), top=48
+    )
+    band_name = f"always-valid {level} interval"
+    parts = _open(title, f"{band_name} and estimate of the PIR change at each look")
+    parts += _axes(
+        frame,
+        x_label="candidate's impressions (decision window)",
+        y_label="PIR change",
+    )
+    parts += _legend([band_name, "estimate"])
+    xs = [frame.x(look.impressions) for look in drawn]
+    upper = [f"{x:.1f},{frame.y(v):.1f}" for x, v in zip(xs, highs, strict=True)]
+    lower = [f"{x:.1f},{frame.y(v):.1f}" for x, v in zip(xs, lows, strict=True)]
+    outline = [*upper, *reversed(lower)]
+    parts.append(
+        f'<path class="band" d="M{" L".join(outline)} Z" fill="{PALETTE[0]}" '
+        f'fill-opacity="0.18" stroke="{PALETTE[0]}" stroke-opacity="0.45"/>'
+    )
+    zero = frame.y(0.0)
+    parts.append(
+        f'<line class="zero" x1="{frame.left}" x2="{WIDTH - frame.right}" y1="{zero:.1f}" '
+        f'y2="{zero:.1f}" stroke="#374151" stroke-dasharray="6 3"/>'
+    )
+    estimate = " ".join(
+        f"{x:.1f},{frame.y(look.delta or 0.0):.1f}" for x, look in zip(xs, drawn, strict=True)
+    )
+    parts.append(
+        f'<polyline class="estimate" points="{estimate}" fill="none" stroke="{PALETTE[1]}" '
+        f'stroke-width="2"/>'
+    )
+    for x, look in zip(xs, drawn, strict=True):
+        note = " (split broken: decision frozen)" if look.frozen else ""
+        parts.append(
+            f'<circle class="point{" frozen" if look.frozen else ""}" cx="{x:.1f}" '
+            f'cy="{frame.y(look.delta or 0.0):.1f}" r="{4 if look.frozen else 2.5}" '
+            f'fill="{PALETTE[4] if look.frozen else PALETTE[1]}"><title>'
+            f"{look.impressions} candidate impressions: {look.delta:+.4f}, interval "
+            f"[{look.ci_low:+.4f}, {look.ci_high:+.4f}]{escape(note)}</title></circle>"
+        )
+    # Last, so that nothing drawn covers it; the white outline keeps it readable on the band.
+    parts.append(
+        f'<text class="tick zero-label" x="{frame.left + 6}" y="{zero - 5:.1f}" '
+        f'stroke="#fff" stroke-width="3" paint-order="stroke">0 = no change</text></svg>'
+    )
+    return Markup("".join(parts))
+
+
+def arms_over_looks(
+    looks: Sequence[RolloutLook],
+    *,
+    names: tuple[str, str] = ("champion", "candidate"),
+    title: str = "PIR per arm",
+) -> Markup:
+    """Each arm's mean per-image PIR at every look, over the candidate's impressions."""
+    drawn = sorted(
+        (look for look in looks if _finite(look.champion_pir, look.candidate_pir)),
+        key=lambda look: look.impressions,
+    )
+    if not drawn:
+        return empty(title, "no look at this rollout yet: the scheduler's next tick makes one")
+    values = [v for look in drawn for v in (look.champion_pir or 0.0, look.candidate_pir or 0.0)]
+    frame = _impressions_frame(
+        [float(look.impressions) for look in drawn], min(values), max(values), top=48
+    )
+    parts = _open(title, f"mean per-image PIR of {names[0]} and {names[1]} at each look")
+    parts += _axes(frame, x_label="candidate's impressions (decision window)", y_label="PIR")
+    parts += _legend(list(names))
+    for index, name in enumerate(names):
+        colour = PALETTE[index]
+        arm = [look.champion_pir if index == 0 else look.candidate_pir for look in drawn]
+        points = [
+            (frame.x(look.impressions), frame.y(v or 0.0))
+            for look, v in zip(drawn, arm, strict=True)
+        ]
+        parts.append(
+            f'<polyline class="curve" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}" '
+            f'fill="none" stroke="{colour}" stroke-width="2"/>'
+        )
+        for (x, y), look, value in zip(points, drawn, arm, strict=True):
+            parts.append(
+                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
+                f"<title>{escape(name)} at {look.impressions} candidate impressions: PIR "
+                f"{value or 0.0:.4f}</title></circle>"
             )
     parts.append("</svg>")
     return Markup("".join(parts))

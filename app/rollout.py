@@ -297,8 +297,8 @@ def _end(
         candidate.retired_at = utcnow()
 
 
-def end_manually(session: Session, rollout: Rollout, *, promote: bool, reason: str) -> None:
-    """An operator's verdict on the running rollout, recorded as manual."""
-    status = RolloutStatus.promoted if promote else RolloutStatus.cancelled
+def end_manually(session: Session, rollout: Rollout, *, status: RolloutStatus, reason: str) -> None:
+    """An operator's verdict on the running rollout, recorded as manual: promoted, rejected
+    (stopped), or cancelled (another version served instead)."""
     _end(session, rollout, status, reason, manual=True)
     session.flush()

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from app import dashboard, plots, queries
+from app import dashboard, plots, queries, rollout
 from app.deps import (
     ADMIN_COOKIE,
     JobsDep,
@@ -25,7 +25,7 @@ from app.deps import (
     throttle_admin_failure,
 )
 from app.models import GeneratorVersion, VersionStatus
-from app.pages import templates
+from app.pages import comparison, templates
 from app.schemas import AdminVersionRow
 from app.settings import Settings
 
@@ -103,27 +103,51 @@ def _floats(value: Any) -> list[float]:
     return [float(v) for v in value if isinstance(v, int | float) and math.isfinite(float(v))]
 
 
-def predicted_against_measured(rows: list[AdminVersionRow]) -> Markup:
+# How each kind of measured change is labelled, so a concurrent comparison (a rollout: both
+# arms at random on the same traffic at the same time) is never mistaken for a before/after one
+# (the version against its parent over different periods: confounded with anything that
+# changed in between).
+COMPARISON_SOURCES = {
+    "rollout": ("concurrent", "rollout vs champion v{against}: same traffic, same time"),
+    "before_after": ("before/after", "vs parent v{against} over different periods"),
+}
+
+
+def compared_against(row: AdminVersionRow, champions: dict[int, int]) -> int | None:
+    """The version a row's measured change is against: its rollout's champion, or its parent."""
+    if row.comparison_source == "rollout":
+        return champions.get(row.id)
+    return row.parent_id
+
+
+def predicted_against_measured(rows: list[AdminVersionRow], champions: dict[int, int]) -> Markup:
     """Each tuned version's predicted change (the estimator's, at tuning time) against the
-    change measured from its traffic: points on the diagonal mean a calibrated estimator, and
-    points below it the paper's underestimation."""
+    change measured from its traffic: its rollout's concurrent comparison where it had one,
+    else before/after against its parent (another colour). Points on the diagonal mean a
+    calibrated estimator, and points below it the paper's underestimation."""
     points = [
         plots.ScatterPoint(
             x=row.comparison.delta,
             y=row.estimated_delta,
             label=(
-                f"v{row.id}: measured {row.comparison.delta:+.4f}, "
+                f"v{row.id}: measured {row.comparison.delta:+.4f} "
+                f"({COMPARISON_SOURCES[row.comparison_source][0]} vs "
+                f"v{compared_against(row, champions)}), "
                 f"predicted {row.estimated_delta:+.4f}"
             ),
+            series=0 if row.comparison_source == "rollout" else 1,
         )
         for row in rows
-        if row.comparison is not None and row.estimated_delta is not None
+        if row.comparison is not None
+        and row.comparison_source is not None
+        and row.estimated_delta is not None
     ]
     return plots.scatter(
         points,
         title="Predicted against measured change, per version",
-        x_label="measured change in PIR (vs parent)",
+        x_label="measured change in PIR",
         y_label="estimator's predicted change",
+        series_names=["concurrent (rollout)", "before/after (confounded with time)"],
         diagonal=True,
         empty_message="no version has both a predicted and a measured change yet",
     )
@@ -158,6 +182,16 @@ def _context(
     selected = _selected(versions, params.get("version"))
     state = dashboard.serving_state(session, settings)
     serving_id = state.serving_version or state.paused_version
+    running = rollout.running_rollout(session)
+    live_comparison = comparison.live_comparison(
+        session, running, placement=settings.learning_placement
+    )
+    holdout = dashboard.holdout_gain(session, settings)
+    history = comparison.decision_history(session)
+    # Rollout candidate -> its champion, the newest rollout winning, as version_rows reads them.
+    champions = {
+        r.candidate_id: r.champion_id for r in reversed(rollout.list_rollouts(session, limit=500))
+    }
 
     pir_points = [
         plots.PirPoint(
@@ -167,7 +201,8 @@ def _context(
     ]
     figures = {
         "pir": plots.pir_by_version(pir_points, title=f"PIR per version ({placement})"),
-        "predicted_vs_measured": predicted_against_measured(rows),
+        "predicted_vs_measured": predicted_against_measured(rows, champions),
+        **comparison.interval_figures(live_comparison),
     }
     histogram_groups: list[tuple[str, list[float]]] = []
     if selected is not None:
@@ -220,6 +255,12 @@ def _context(
         "title": "pirloop admin",
         "rows": rows,
         "state": state,
+        "comparison": live_comparison,
+        "arms": comparison.arm_rows(state, live_comparison, holdout),
+        "holdout": holdout,
+        "history": history,
+        "champions": champions,
+        "sources": COMPARISON_SOURCES,
         "selected": selected,
         "figures": figures,
         "samples": samples,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import re
 
-from app.plots import ScatterPoint, calibration, scatter
+from app.plots import (
+    RolloutLook,
+    ScatterPoint,
+    arms_over_looks,
+    calibration,
+    scatter,
+    sequential_interval,
+)
 
 
 def _circles(svg: str) -> list[tuple[float, float]]:
@@ -74,3 +81,63 @@ def test_calibration_dot_size_follows_the_group_count() -> None:
     radii = [float(r) for r in re.findall(r'r="([\d.]+)"', svg)]
     assert radii[0] < radii[1]
     assert "100 images" in svg
+
+
+def _looks() -> list[RolloutLook]:
+    # The interval narrows as the candidate's impressions grow; the second look is unbounded.
+    return [
+        RolloutLook(100, 0.05, -0.30, 0.40, champion_pir=0.20, candidate_pir=0.25),
+        RolloutLook(150, None, None, None),
+        RolloutLook(200, 0.04, -0.10, 0.18, champion_pir=0.21, candidate_pir=0.25),
+        RolloutLook(300, 0.05, -0.02, 0.12, champion_pir=0.20, candidate_pir=0.25),
+        RolloutLook(400, 0.06, 0.01, 0.11, champion_pir=0.20, candidate_pir=0.26, frozen=True),
+    ]
+
+
+def _pairs(text: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in re.findall(r"(-?[\d.]+),(-?[\d.]+)", text)]
+
+
+def test_sequential_interval_draws_the_band_the_estimate_and_zero() -> None:
+    svg = str(sequential_interval(_looks(), title="PIR change", level="95%"))
+    band = re.search(r'<path class="band" d="([^"]+)"', svg)
+    assert band is not None
+    outline = _pairs(band.group(1))
+    assert len(outline) == 2 * 4  # the upper edge, then the lower one back: unbounded skipped
+    upper, lower = outline[:4], list(reversed(outline[4:]))
+    assert [x for x, _ in upper] == [x for x, _ in lower]
+    assert [x for x, _ in upper] == sorted(x for x, _ in upper)  # impressions grow rightwards
+    widths = [low_y - high_y for (_, high_y), (_, low_y) in zip(upper, lower, strict=True)]
+    assert widths == sorted(widths, reverse=True)  # narrowing
+    assert all(width > 0 for width in widths)
+    zero = re.search(r'<line class="zero"[^>]* y1="([\d.]+)"', svg)
+    assert zero is not None
+    # 0 lies inside the first interval and below the last one (SVG y grows downwards).
+    assert upper[0][1] < float(zero.group(1)) < lower[0][1]
+    assert float(zero.group(1)) > lower[-1][1]
+    estimate = re.search(r'<polyline class="estimate" points="([^"]+)"', svg)
+    assert estimate is not None
+    assert len(_pairs(estimate.group(1))) == 4
+    assert "always-valid 95% interval" in svg
+    assert "0 = no change" in svg
+    assert "candidate&#x27;s impressions" in svg
+    assert svg.count('class="point frozen"') == 1
+    assert "decision frozen" in svg
+
+
+def test_sequential_interval_says_why_it_is_empty() -> None:
+    svg = str(sequential_interval([RolloutLook(10, None, None, None)], title="t"))
+    assert "no look at this rollout yet" in svg
+    assert "band" not in svg
+
+
+def test_arms_over_looks_draws_one_curve_per_arm() -> None:
+    svg = str(arms_over_looks(_looks(), names=("champion v3", "candidate <v4>")))
+    curves = re.findall(r'<polyline class="curve" points="([^"]+)"', svg)
+    assert len(curves) == 2
+    champion, candidate = (_pairs(points) for points in curves)
+    assert len(champion) == len(candidate) == 4
+    # The candidate's PIR is higher at every look: drawn above the champion's.
+    assert all(c[1] < h[1] for c, h in zip(candidate, champion, strict=True))
+    assert "champion v3" in svg
+    assert "candidate &lt;v4&gt;" in svg

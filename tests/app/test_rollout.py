@@ -238,6 +238,10 @@ def test_manual_actions_are_recorded_and_hold(sessions: object, rollout_settings
         assert state.serving_version == champion
         assert state.learning_held is not None
         assert "rolled back" in state.learning_held
+        rolled_back = queries.get_version(session, champion)
+        assert rolled_back is not None
+        assert rolled_back.metrics["last_promotion"]["manual"] is True
+        assert rolled_back.metrics["last_promotion"]["rollback"] is True
 
 
 def test_a_rollback_holds_learning_in_the_scheduler(
@@ -297,13 +301,13 @@ def test_training_set_holds_every_arm(sessions: object, rollout_settings: Settin
         rollout.start_rollout(session, settings, champion)
         running = rollout.running_rollout(session)
         assert running is not None
-        rollout.end_manually(session, running, promote=True, reason="test")
+        rollout.end_manually(session, running, status=RolloutStatus.promoted, reason="test")
         queries.promote_version(session, champion.id)
         rejected = add_version(session, status=VersionStatus.ready, parent_id=champion.id, seed=9)
         rollout.start_rollout(session, settings, rejected)
         running = rollout.running_rollout(session)
         assert running is not None
-        rollout.end_manually(session, running, promote=False, reason="test")
+        rollout.end_manually(session, running, status=RolloutStatus.rejected, reason="test")
         assert set(training_versions(session, settings, champion.id)) == {
             first.id,
             champion.id,

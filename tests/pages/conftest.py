@@ -151,10 +151,11 @@ class Site:
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """pirloop on a seeded SQLite file (no learning cycle can start), and a host site on
+    """pirloop on a seeded SQLite file (no learning cycle can start; a rollout running, a
+    holdout arm serving the first version), and a host site on
     another port whose pages embed it, one of them pointing at a port where nothing listens."""
     data_dir = tmp_path_factory.mktemp("pages")
-    settings = make_settings("", data_dir, batch_size=16)
+    settings = make_settings("", data_dir, batch_size=16, holdout_share=0.1)
     migrate.upgrade(settings.resolved_database_url)
     seeded = seed_history(settings)
 
@@ -163,6 +164,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     env = service_env(
         data_dir,
         PIRLOOP_BATCH_SIZE="16",
+        PIRLOOP_HOLDOUT_SHARE="0.1",
         PIRLOOP_EMBEDDED_SCHEDULER="false",
         PIRLOOP_CORS_ORIGINS=f'["{host}"]',
     )

@@ -177,7 +177,7 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     assert page.locator("svg.plot circle.point").count() > 0  # PIR and calibration points
     assert page.locator("svg.plot polyline.curve").count() > 0  # loss curves
     assert page.locator("svg.plot rect.bar").count() > 0  # histogram
-    assert page.locator("table.versions tbody tr").count() == len(site.seeded.version_ids)
+    assert page.locator("#versions tbody tr").count() == len(site.seeded.version_ids)
     page.wait_for_selector("#live[data-loaded=true]")
     assert page.locator("canvas#live-canvas").count() == 1
     # The counters show the current minute, which may hold no seeded traffic yet; the window
@@ -186,8 +186,30 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     live = page.request.get(f"{site.base}/v1/admin/live").json()
     assert sum(live["impressions_simulated"]) > 0
     assert sum(live["impressions_real"]) > 0
+    # The live comparison: arms with their shares, the split, the interval plot, the buttons.
+    arms = page.locator("#comparison table.arms tbody tr")
+    assert arms.count() == 3  # champion, candidate, holdout
+    assert page.locator("#split .badge.good").inner_text() == "split healthy"
+    band = page.locator("#comparison svg.plot path.band")
+    assert band.count() == 1
+    assert band.bounding_box()["height"] > 20
+    assert page.locator(
+        "#comparison button", has_text="Stop rollout (reject candidate)"
+    ).is_visible()
+    assert page.locator("#comparison button", has_text="Promote candidate").is_visible()
+    assert page.locator("#history tbody tr").count() == 2
     page.wait_for_function(
         "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
     )
     page.screenshot(path=str(screenshot_dir / "admin.png"), full_page=True)
+
+    # On a phone: the page itself never scrolls sideways (wide tables scroll in their box),
+    # and the rollout's buttons stay big enough to tap.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    for height in page.eval_on_selector_all(
+        "#comparison .actions button", "els => els.map(e => e.getBoundingClientRect().height)"
+    ):
+        assert height >= 44
+    page.screenshot(path=str(screenshot_dir / "admin-phone.png"), full_page=True)
     assert page.errors == []
