@@ -143,7 +143,8 @@ def decide(
         return result(
             Outcome.reject,
             f"worse than the champion on {', '.join(breached)} "
-            f"(one-sided, alpha {policy.harm_alpha} shared over {len(checked)} metrics)",
+            f"(one-sided, alpha {policy.harm_alpha}"
+            + (f" shared over {len(checked)} metrics)" if len(checked) > 1 else ")"),
             breached,
         )
     if gain.ci_low > 0:
