@@ -36,7 +36,6 @@ from app.schemas import (
 )
 from app.sequential import compare_arms
 from app.settings import Settings
-from app.stats import compare
 
 CYCLE_TASK = "worker.maybe_start_cycle"
 # Versions that hold a complete batch and so can be served again.
@@ -59,34 +58,14 @@ def _estimated_delta(version: GeneratorVersion) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _welch(before: list[float], after: list[float]) -> ComparisonRead | None:
-    if len(before) < 2 or len(after) < 2:
-        return None
-    result = compare(before, after)
-    return ComparisonRead(
-        before_mean=result.before.mean,
-        after_mean=result.after.mean,
-        delta=result.delta,
-        effect_size=result.effect_size,
-        p_value=result.p_value,
-        significant=result.significant,
-    )
-
-
 def rollout_comparison(
     session: Session, measure: Measurement, rollout_row: Rollout
 ) -> ComparisonRead | None:
     """The candidate against its champion over the rollout's decision window (same traffic,
-    same time): Welch's t-test on per-image PIR, a fixed-horizon summary for the table. The
-    decision itself uses the always-valid test."""
-    since = rollout_row.ramp_until
-    champion = measure.pir_values(
-        measure.live_counts(session, rollout_row.champion_id, since=since)
+    same time)."""
+    return measure.compare_versions(
+        session, rollout_row.champion_id, rollout_row.candidate_id, since=rollout_row.ramp_until
     )
-    candidate = measure.pir_values(
-        measure.live_counts(session, rollout_row.candidate_id, since=since)
-    )
-    return _welch(champion, candidate)
 
 
 def version_rows(

@@ -6,9 +6,11 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.errors import Forbidden, RateLimited, Unauthorized
 from app.ingest import Ingest
 from app.jobs import JobDispatcher
 from app.ratelimit import RateLimiter, too_many
@@ -16,8 +18,10 @@ from app.serving import BatchPicker
 from app.settings import Settings
 
 ADMIN_COOKIE = "pirloop_admin"
-# Ids in paths: positive, and within a 64-bit integer column on every database.
-MAX_ID = 2**63 - 1
+# Ids in paths and queries: positive, and within the 32-bit INTEGER columns of versions and
+# images on PostgreSQL (a larger id names nothing; the database would refuse to compare it).
+# Checked here, before any query, for every id parameter.
+MAX_ID = 2**31 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
@@ -66,6 +70,19 @@ JobsDep = Annotated[JobDispatcher, Depends(get_jobs)]
 IngestDep = Annotated[Ingest, Depends(get_ingest)]
 
 
+# The two ways to present the admin token, declared as security schemes so that the OpenAPI
+# schema tells clients (and fuzzers) how to authenticate. Checked by require_admin itself.
+admin_bearer = HTTPBearer(
+    scheme_name="adminToken", description="PIRLOOP_ADMIN_TOKEN as a bearer token", auto_error=False
+)
+admin_cookie = APIKeyCookie(
+    name=ADMIN_COOKIE,
+    scheme_name="adminCookie",
+    description="the dashboard's session cookie, set by signing in at /admin/login",
+    auto_error=False,
+)
+
+
 def presented_admin_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -87,19 +104,20 @@ def throttle_admin_failure(request: Request, settings: Settings) -> None:
     wait = limiter.hit(f"admin-fail:{address}", settings.admin_failures_per_minute)
     if wait is not None:
         headers, _ = too_many(wait)
-        raise HTTPException(
-            status_code=429, detail="too many failed admin sign-ins; wait", headers=headers
+        raise RateLimited(
+            "too many failed admin sign-ins; wait", retry_after=headers["Retry-After"]
         )
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+def require_admin(
+    request: Request,
+    settings: SettingsDep,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+    _cookie: Annotated[str | None, Depends(admin_cookie)],
+) -> None:
     if not is_admin_token(settings, presented_admin_token(request)):
         throttle_admin_failure(request, settings)
-        raise HTTPException(
-            status_code=401,
-            detail="admin credentials required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("admin credentials required")
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
@@ -113,4 +131,4 @@ def require_same_origin(request: Request) -> None:
         return
     own = f"{request.url.scheme}://{request.url.netloc}"
     if origin != own:
-        raise HTTPException(status_code=403, detail="cross-origin admin request refused")
+        raise Forbidden("cross-origin admin request refused")

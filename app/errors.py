@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.schemas import ErrorBody
 from app.writer import WriteUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,56 @@ class PirloopError(Exception):
 
     status_code: int = 500
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers) if headers else None
         if status_code is not None:
             self.status_code = status_code
 
     @property
     def error(self) -> str:
         return error_code(self.status_code)
+
+
+class NotFound(PirloopError):
+    """An id in the path names nothing stored."""
+
+    status_code = 404
+
+
+class Conflict(PirloopError):
+    """The request is valid but cannot be done in the present state; the message says why."""
+
+    status_code = 409
+
+
+class Unauthorized(PirloopError):
+    """Admin credentials missing or wrong."""
+
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(PirloopError):
+    status_code = 403
+
+
+class RateLimited(PirloopError):
+    """Over a rate limit: Retry-After says how many seconds to wait."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: str) -> None:
+        super().__init__(message, headers={"Retry-After": retry_after})
 
 
 class ServiceUnready(RuntimeError):
@@ -88,7 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PirloopError)
     async def pirloop_error(_: Request, exc: PirloopError) -> JSONResponse:
-        headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        headers = exc.headers
+        if headers is None and exc.status_code == 503:
+            headers = {"Retry-After": "5"}
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body(exc.status_code, exc.message),
@@ -177,3 +221,111 @@ class _TooLarge(Exception):
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+# How the OpenAPI schema documents these answers: one declaration per kind of failure, each
+# with the one body model (ErrorBody) and the headers a client acts on, attached per router
+# (or per group of routes) with `responses=`, never written out on a route by hand.
+Responses = dict[int | str, dict[str, Any]]
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def error_response(description: str, *, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if headers:
+        response["headers"] = dict(headers)
+    return response
+
+
+def responses(*groups: Responses) -> Responses:
+    """Several kinds of failure as one `responses=` argument (later groups win a status)."""
+    merged: Responses = {}
+    for group in groups:
+        merged.update(group)
+    return merged
+
+
+def not_found(what: str) -> Responses:
+    return {404: error_response(f"no such {what}")}
+
+
+def conflict(why: str) -> Responses:
+    return {409: error_response(why)}
+
+
+# The body could not be decoded as JSON text at all (not UTF-8, ...); a JSON syntax error is
+# a 422 like every other invalid body.
+UNREADABLE_BODY: Responses = {400: error_response("the body could not be decoded")}
+TOO_LARGE: Responses = {
+    413: error_response(
+        "the body is larger than PIRLOOP_MAX_BODY_BYTES (PIRLOOP_MAX_BATCH_BODY_BYTES for a batch)"
+    )
+}
+INVALID: Responses = {
+    422: error_response("a parameter or the body is invalid; `detail` lists where and what")
+}
+# Every route that reads or writes the database.
+UNAVAILABLE: Responses = {
+    503: error_response(
+        "the database is unavailable (or, for impressions, nothing is served); try again",
+        headers=RETRY_AFTER,
+    )
+}
+RATE_LIMITED: Responses = {
+    429: error_response(
+        "this client address or visitor is over its rate limit", headers=RETRY_AFTER
+    )
+}
+# Both admin routers (the JSON API; the same-origin check on its changes).
+ADMIN: Responses = {
+    401: error_response(
+        "admin credentials missing or wrong",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    429: error_response(
+        "too many failed admin credentials from this address (PIRLOOP_ADMIN_FAILURES_PER_MINUTE)",
+        headers=RETRY_AFTER,
+    ),
+}
+CROSS_ORIGIN: Responses = {
+    403: error_response("a cookie-authenticated change sent from another origin")
+}
+# The public write routes: too large, invalid, throttled (the routes whose JSON body FastAPI
+# parses add UNREADABLE_BODY).
+PUBLIC_WRITE: Responses = responses(TOO_LARGE, INVALID, RATE_LIMITED, UNAVAILABLE)
+
+
+def document_errors(app: FastAPI) -> None:
+    """FastAPI documents its own 422 body (HTTPValidationError) on every route with parameters;
+    the handler above answers ErrorBody instead, so the schema says that."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        components = schema.get("components", {}).get("schemas", {})
+        invalid = INVALID[422]
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                response = operation.get("responses", {}).get("422")
+                if response is None:
+                    continue
+                response["description"] = invalid["description"]
+                response["content"] = {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                }
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        if "ErrorBody" not in components:
+            components["ErrorBody"] = ErrorBody.model_json_schema()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from app.artifacts import artifact_store
 from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
-from app.errors import BodySizeLimit, install_error_handlers
+from app.errors import BodySizeLimit, document_errors, install_error_handlers
 from app.image_cache import ImageCache
 from app.ingest import Ingest
 from app.jobs import InProcessDispatcher, make_dispatcher
@@ -40,6 +41,12 @@ from app.settings import Settings, get_settings
 from app.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route function's name: short, stable operationIds, which OpenAPI links name and
+    generated clients use as function names."""
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -83,9 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Improve an image generator from people's interactions with its images.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    document_errors(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

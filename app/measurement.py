@@ -191,12 +191,23 @@ class Measurement:
         )
 
     def compare_versions(
-        self, session: Session, before_id: int, after_id: int
+        self,
+        session: Session,
+        before_id: int,
+        after_id: int,
+        *,
+        since: datetime | None = None,
     ) -> ComparisonRead | None:
-        """Welch's t-test on per-image PIR of two versions over all their traffic; None until
-        both have data. A fixed-horizon report: decisions use the rollout's sequential test."""
-        before = self.pir_values(self.counts(session, before_id))
-        after = self.pir_values(self.counts(session, after_id))
+        """Welch's t-test on per-image PIR of two versions; None until both have data. Over
+        all their traffic (a before/after report, confounded with time when they were served
+        one after the other), or from `since` on (a rollout's window: the same traffic at the
+        same time). A fixed-horizon summary: decisions use the rollout's sequential test."""
+        if since is None:
+            before = self.pir_values(self.counts(session, before_id))
+            after = self.pir_values(self.counts(session, after_id))
+        else:
+            before = self.pir_values(self.live_counts(session, before_id, since=since))
+            after = self.pir_values(self.live_counts(session, after_id, since=since))
         if len(before) < 2 or len(after) < 2:
             return None
         result = compare(before, after)

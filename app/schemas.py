@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.models import Placement
@@ -19,7 +27,7 @@ class ImpressionCreate(BaseModel):
     placement: Placement
     # A stable id the page keeps (cookie or local storage); hashed before it is stored.
     visitor_id: str | None = Field(default=None, min_length=1, max_length=128)
-    simulated: bool = False
+    simulated: StrictBool = False
 
 
 class ImpressionRead(BaseModel):
@@ -32,25 +40,69 @@ class ImpressionRead(BaseModel):
     expires_at: datetime
 
 
+# What `value` may be for each kind; the validator and the schema both read these.
+RATING_STARS = (1, 5)
+DWELL_SECONDS = (0, 86_400)
+VALUE_RANGE = (-1e6, 1e6)
+
+
+def _value_rules(schema: dict[str, Any]) -> None:
+    """The validator's per-kind rules in the JSON schema (if/then), so that a request the
+    schema admits is one the service accepts."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": "rating"}}, "required": ["kind"]},
+            "then": {
+                "properties": {
+                    "value": {
+                        "type": "integer",
+                        "minimum": RATING_STARS[0],
+                        "maximum": RATING_STARS[1],
+                    }
+                },
+                "required": ["value"],
+            },
+        },
+        {
+            "if": {"properties": {"kind": {"const": "dwell"}}, "required": ["kind"]},
+            "then": {
+                "properties": {
+                    "value": {
+                        "type": "number",
+                        "minimum": DWELL_SECONDS[0],
+                        "maximum": DWELL_SECONDS[1],
+                    }
+                },
+                "required": ["value"],
+            },
+        },
+    ]
+
+
 class InteractionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_value_rules)
 
     token: str = Field(min_length=1, max_length=512)
     kind: InteractionKind
-    value: float | None = None
+    value: float | None = Field(
+        default=None,
+        ge=VALUE_RANGE[0],
+        le=VALUE_RANGE[1],
+        description="rating: whole stars 1 to 5; dwell: seconds 0 to 86400; others: 1 if unset",
+    )
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> InteractionCreate:
         if self.kind == "rating":
-            if self.value is None or self.value != int(self.value) or not 1 <= self.value <= 5:
+            low, high = RATING_STARS
+            if self.value is None or self.value != int(self.value) or not low <= self.value <= high:
                 raise ValueError("a rating needs an integer value from 1 to 5")
         elif self.kind == "dwell":
-            if self.value is None or not 0 <= self.value <= 86_400:
+            low, high = DWELL_SECONDS
+            if self.value is None or not low <= self.value <= high:
                 raise ValueError("dwell needs a value in seconds from 0 to 86400")
         elif self.value is None:
             self.value = 1.0
-        elif not -1e6 <= self.value <= 1e6:
-            raise ValueError("value is out of range")
         return self
 
 
@@ -82,9 +134,19 @@ class InteractionBatchCreate(BaseModel):
 
     # Each item is an InteractionCreate, checked one by one when the batch is recorded
     # (app/recording.py): a bad item is refused in its own result while the others are
-    # stored, so the schema documents the item but validation here takes any JSON value.
+    # stored, so the request takes any JSON value as an item, and the schema says so.
     interactions: Annotated[
-        list[Annotated[Any, WithJsonSchema(InteractionCreate.model_json_schema())]],
+        list[
+            Annotated[
+                Any,
+                WithJsonSchema(
+                    {
+                        "description": "an InteractionCreate; any other value is refused in "
+                        "its own result, not by the request"
+                    }
+                ),
+            ]
+        ],
         AfterValidator(_batch_size),
         Field(json_schema_extra={"minItems": 1, "maxItems": MAX_BATCH_INTERACTIONS}),
     ]

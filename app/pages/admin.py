@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app import dashboard, plots, queries, rollout
 from app.deps import (
     ADMIN_COOKIE,
+    IdPath,
     JobsDep,
     PickerDep,
     SessionDep,
@@ -342,7 +343,7 @@ def resume(
 
 @router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN)
 def promote(
-    version_id: int,
+    version_id: IdPath,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,

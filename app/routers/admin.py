@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+from annotated_types import Interval
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
 from app import dashboard, exports
 from app.deps import (
+    MAX_ID,
+    IdPath,
     JobsDep,
     PickerDep,
     SessionDep,
@@ -17,10 +20,18 @@ from app.deps import (
     require_admin,
     require_same_origin,
 )
+from app.errors import (
+    ADMIN,
+    CROSS_ORIGIN,
+    INVALID,
+    UNAVAILABLE,
+    conflict,
+    not_found,
+    responses,
+)
 from app.models import Placement
 from app.schemas import (
     AdminVersionRow,
-    ErrorBody,
     HoldoutGain,
     JobStarted,
     LiveTraffic,
@@ -29,18 +40,32 @@ from app.schemas import (
 
 Traffic = Literal["all", "real", "simulated"]
 # An HTML form sends an empty field for "all versions".
-OptionalId = Annotated[int | None, BeforeValidator(lambda value: value or None)]
+OptionalId = Annotated[
+    Annotated[int, Interval(ge=1, le=MAX_ID)] | None, BeforeValidator(lambda value: value or None)
+]
 
 
 # Every route of this router needs the admin token, whatever its own parameters say.
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-SAME_ORIGIN = [Depends(require_same_origin)]
-
-
-# Refused actions raise dashboard.ActionRefused, which the app's error handler answers.
-REFUSED: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "no such version"},
-    409: {"model": ErrorBody, "description": "the action cannot be done now; message says why"},
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=responses(ADMIN, UNAVAILABLE),
+)
+# The changes: same origin when the cookie authenticates; refused actions raise
+# dashboard.ActionRefused, which the app's error handler answers. Included into `router` below.
+actions = APIRouter(
+    dependencies=[Depends(require_same_origin)],
+    responses=responses(
+        CROSS_ORIGIN, conflict("the action cannot be done now; the message says why")
+    ),
+)
+# Promoting a listed version: the link stateful clients follow from the lineage.
+PROMOTE_LINK = {
+    "admin_promote": {
+        "operationId": "admin_promote",
+        "parameters": {"version_id": "$response.body#/0/id"},
+    }
 }
 
 
@@ -48,7 +73,7 @@ def simulated_filter(traffic: Traffic) -> bool | None:
     return {"all": None, "real": False, "simulated": True}[traffic]
 
 
-@router.get("/versions")
+@router.get("/versions", responses=responses(INVALID, {200: {"links": PROMOTE_LINK}}))
 def admin_versions(
     session: SessionDep,
     settings: SettingsDep,
@@ -66,7 +91,7 @@ def admin_versions(
     )
 
 
-@router.get("/live")
+@router.get("/live", responses=INVALID)
 def admin_live(
     session: SessionDep, minutes: Annotated[int, Query(ge=1, le=240)] = 30
 ) -> LiveTraffic:
@@ -80,14 +105,10 @@ def admin_serving(session: SessionDep, settings: SettingsDep) -> ServingState:
     return dashboard.serving_state(session, settings)
 
 
-@router.post(
+@actions.post(
     "/cycles",
     status_code=202,
-    dependencies=SAME_ORIGIN,
-    responses={
-        409: {"model": ErrorBody, "description": "a cycle or a rollout is running, or no data"},
-        503: {"model": ErrorBody, "description": "no worker can run learning cycles here"},
-    },
+    responses=conflict("a cycle or a rollout is running, or there is no data"),
 )
 def admin_start_cycle(session: SessionDep, settings: SettingsDep, jobs: JobsDep) -> JobStarted:
     """Start a learning cycle now (ends a hold set by a rollback)."""
@@ -96,9 +117,11 @@ def admin_start_cycle(session: SessionDep, settings: SettingsDep, jobs: JobsDep)
     return started
 
 
-@router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN, responses=REFUSED)
+@actions.post(
+    "/versions/{version_id}/promote", responses=responses(not_found("generator version"), INVALID)
+)
 def admin_promote(
-    version_id: int, session: SessionDep, settings: SettingsDep, picker: PickerDep
+    version_id: IdPath, session: SessionDep, settings: SettingsDep, picker: PickerDep
 ) -> ServingState:
     """Serve this version as the champion: the running candidate (recorded as a manual
     promotion), or an older one to roll back (automatic learning then holds until a cycle is
@@ -109,7 +132,7 @@ def admin_promote(
     return state
 
 
-@router.post("/rollouts/current/stop", dependencies=SAME_ORIGIN, responses=REFUSED)
+@actions.post("/rollouts/current/stop")
 def admin_stop_rollout(
     session: SessionDep, settings: SettingsDep, picker: PickerDep
 ) -> ServingState:
@@ -120,7 +143,7 @@ def admin_stop_rollout(
     return state
 
 
-@router.post("/pause", dependencies=SAME_ORIGIN, responses=REFUSED)
+@actions.post("/pause")
 def admin_pause(session: SessionDep, settings: SettingsDep, picker: PickerDep) -> ServingState:
     """Stop serving every arm: impressions answer 503 (the embed then does nothing)."""
     state = dashboard.pause(session, settings)
@@ -129,7 +152,7 @@ def admin_pause(session: SessionDep, settings: SettingsDep, picker: PickerDep) -
     return state
 
 
-@router.post("/resume", dependencies=SAME_ORIGIN, responses=REFUSED)
+@actions.post("/resume")
 def admin_resume(session: SessionDep, settings: SettingsDep, picker: PickerDep) -> ServingState:
     """Serve the paused champion again (and a running rollout's candidate beside it)."""
     state = dashboard.resume(session, settings)
@@ -147,9 +170,9 @@ def admin_holdout(session: SessionDep, settings: SettingsDep) -> HoldoutGain | N
 @router.get(
     "/exports/{table}",
     response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}},
-    },
+    responses=responses(
+        INVALID, {200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}}
+    ),
 )
 def admin_export(
     table: exports.Table,
@@ -174,3 +197,6 @@ def admin_export(
             "Cache-Control": "no-store",
         },
     )
+
+
+router.include_router(actions)

@@ -8,12 +8,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from app.deps import IngestDep, SettingsDep
+from app.errors import INVALID, RATE_LIMITED, UNAVAILABLE, responses
 from app.models import Placement
 from app.routers.impressions import serve_impression
 from app.schemas import ImpressionCreate
 from app.serving import NothingToServe
 
-router = APIRouter(prefix="/v1/embed", tags=["embed"])
+router = APIRouter(
+    prefix="/v1/embed", tags=["embed"], responses=responses(INVALID, RATE_LIMITED, UNAVAILABLE)
+)
 
 # A transparent 1x1 PNG: what an <img> shows while nothing is served, instead of a broken icon.
 BLANK_PNG = base64.b64decode(
@@ -26,7 +29,13 @@ NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
     "/image",
     status_code=303,
     response_class=RedirectResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "nothing is being served"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "nothing is being served"},
+        303: {
+            "description": "the served image",
+            "headers": {"Location": {"description": "its URL", "schema": {"type": "string"}}},
+        },
+    },
 )
 async def embed_image(
     request: Request,

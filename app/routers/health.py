@@ -5,6 +5,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.errors import error_response
+
 router = APIRouter(tags=["health"])
 
 
@@ -14,7 +16,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={503: error_response("the database does not answer")},
+)
 def readyz(request: Request) -> dict[str, str] | JSONResponse:
     """The database answers."""
     try:

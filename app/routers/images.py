@@ -1,14 +1,20 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app import queries
 from app.deps import IdPath
+from app.errors import INVALID, UNAVAILABLE, NotFound, not_found, responses
 from app.image_cache import CachedImage, ImageCache
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(
+    prefix="/v1/images",
+    tags=["images"],
+    responses=responses(not_found("image"), INVALID, UNAVAILABLE),
+)
+ETAG = {"ETag": {"description": "the image's content hash, quoted", "schema": {"type": "string"}}}
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -30,7 +36,10 @@ def _load_image(session_factory: sessionmaker[Session], image_id: int) -> Cached
 @router.get(
     "/{image_id}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 304: {"description": "not modified"}},
+    responses={
+        200: {"content": {"image/png": {}}, "headers": ETAG},
+        304: {"description": "not modified: If-None-Match named this ETag", "headers": ETAG},
+    },
 )
 async def get_image(image_id: IdPath, request: Request) -> Response:
     """The PNG of one image. Images never change, so they are cached for a year."""
@@ -41,7 +50,7 @@ async def get_image(image_id: IdPath, request: Request) -> Response:
         # a served batch is in memory after its first few requests.
         image = await run_in_threadpool(_load_image, request.app.state.session_factory, image_id)
         if image is None:
-            raise HTTPException(status_code=404, detail=f"image {image_id} does not exist")
+            raise NotFound(f"image {image_id} does not exist")
         cache.put(image_id, image)
     etag = f'"{image.content_hash}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Access-Control-Allow-Origin": "*"}

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from app.deps import IngestDep, SettingsDep
+from app.errors import PUBLIC_WRITE, UNREADABLE_BODY, RateLimited, responses
 from app.ingest import Ingest, NewImpression
 from app.ratelimit import RateLimiter, too_many
 from app.routers.images import image_url
@@ -12,7 +13,11 @@ from app.schemas import ImpressionCreate, ImpressionRead
 from app.settings import Settings
 from app.tokens import hash_visitor, sign_impression
 
-router = APIRouter(prefix="/v1/impressions", tags=["impressions"])
+router = APIRouter(
+    prefix="/v1/impressions",
+    tags=["impressions"],
+    responses=responses(UNREADABLE_BODY, PUBLIC_WRITE),
+)
 
 VISITOR_COOKIE = "pirloop_vid"
 
@@ -28,7 +33,33 @@ def raw_visitor(request: Request, body: ImpressionCreate) -> str:
     return f"ip:{host}|ua:{request.headers.get('user-agent', '')[:256]}"
 
 
-@router.post("", status_code=201, responses={503: {"description": "nothing is being served"}})
+# What a client does with a served impression: fetch its image, report an interaction with
+# its token, read its version. Declared as links so that stateful clients chain real ids.
+IMPRESSION_LINKS = {
+    "get_image": {
+        "operationId": "get_image",
+        "parameters": {"image_id": "$response.body#/image_id"},
+    },
+    "create_interaction": {
+        "operationId": "create_interaction",
+        "requestBody": {"token": "$response.body#/token"},
+    },
+    "create_interactions_batch": {
+        "operationId": "create_interactions_batch",
+        "requestBody": {"interactions": [{"token": "$response.body#/token", "kind": "click"}]},
+    },
+    "get_version": {
+        "operationId": "get_version",
+        "parameters": {"version_id": "$response.body#/generator_version"},
+    },
+    "version_images_pir": {
+        "operationId": "version_images_pir",
+        "parameters": {"version_id": "$response.body#/generator_version"},
+    },
+}
+
+
+@router.post("", status_code=201, responses={201: {"links": IMPRESSION_LINKS}})
 async def create_impression(
     body: ImpressionCreate, request: Request, settings: SettingsDep, ingest: IngestDep
 ) -> ImpressionRead:
@@ -48,8 +79,8 @@ async def serve_impression(
         wait = limiter.hit(f"visitor:{visitor_hash}", settings.rate_limit_visitor_per_minute)
         if wait is not None:
             headers, _ = too_many(wait)
-            raise HTTPException(
-                status_code=429, detail="too many impressions for this visitor", headers=headers
+            raise RateLimited(
+                "too many impressions for this visitor", retry_after=headers["Retry-After"]
             )
     stored = await ingest.log_impression(
         NewImpression(placement=body.placement, visitor_hash=visitor_hash, simulated=body.simulated)

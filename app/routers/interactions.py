@@ -3,11 +3,19 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.deps import IngestDep, SettingsDep
+from app.errors import (
+    PUBLIC_WRITE,
+    UNREADABLE_BODY,
+    RateLimited,
+    Responses,
+    error_response,
+    responses,
+)
 from app.ingest import Ingest, StoredInteraction
 from app.ratelimit import RateLimiter, address_key, too_many
 from app.recording import InteractionRefused, record_many, record_one
@@ -25,13 +33,22 @@ from app.settings import Settings
 PREFIX = "/v1/interactions"
 BATCH_PATH = f"{PREFIX}/batch"
 
-router = APIRouter(prefix=PREFIX, tags=["interactions"])
+# A token that is malformed, forged, expired, or names an impression not stored here.
+BAD_TOKEN: Responses = {
+    401: error_response("the impression token is not valid here; message says why")
+}
+router = APIRouter(prefix=PREFIX, tags=["interactions"], responses=PUBLIC_WRITE)
+REPEAT = {"description": "a repeat of an interaction already recorded"}
+# Sending the same interaction again answers 200 with the stored one (idempotence).
+REPEAT_LINK = {
+    "create_interaction": {"operationId": "create_interaction", "requestBody": "$request.body"}
+}
 
 
 @router.post(
     "",
     status_code=201,
-    responses={200: {"description": "a repeat of an interaction already recorded"}},
+    responses=responses(UNREADABLE_BODY, BAD_TOKEN, {200: REPEAT, 201: {"links": REPEAT_LINK}}),
 )
 async def create_interaction(
     body: InteractionCreate, response: Response, settings: SettingsDep, ingest: IngestDep
@@ -61,7 +78,8 @@ async def beacon_body(request: Request) -> InteractionCreate:
 @router.post(
     "/beacon",
     status_code=201,
-    responses={200: {"description": "a repeat of an interaction already recorded"}},
+    # Its body is read by beacon_body, never parsed by FastAPI: no 400 (UNREADABLE_BODY).
+    responses=responses(BAD_TOKEN, {200: REPEAT}),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -84,11 +102,10 @@ async def create_interaction_beacon(
 
 @router.post(
     "/batch",
-    responses={
-        200: {"description": "every item answered in order; the created ones are committed"},
-        413: {"description": "the body is larger than PIRLOOP_MAX_BATCH_BODY_BYTES"},
-        429: {"description": "this address sent more interactions than its limit allows"},
-    },
+    responses=responses(
+        UNREADABLE_BODY,
+        {200: {"description": "every item answered in order; the created ones are committed"}},
+    ),
     response_model_exclude_none=True,
     description=(
         f"Record 1 to {MAX_BATCH_INTERACTIONS} interactions in one request. Each item is "
@@ -134,10 +151,9 @@ def charge_items(request: Request, settings: Settings, items: int) -> None:
     wait = limiter.hit(address_key(address), settings.rate_limit_ip_per_minute, cost=items - 1)
     if wait is not None:
         headers, _ = too_many(wait)
-        raise HTTPException(
-            status_code=429,
-            detail=f"too many interactions from this address; retry in {headers['Retry-After']} s",
-            headers=headers,
+        raise RateLimited(
+            f"too many interactions from this address; retry in {headers['Retry-After']} s",
+            retry_after=headers["Retry-After"],
         )
 
 

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app import dashboard, rollout
 from app.deps import IdPath, SessionDep
-from app.errors import PirloopError
-from app.schemas import ErrorBody, RolloutDetail, RolloutRead
+from app.errors import INVALID, UNAVAILABLE, NotFound, not_found, responses
+from app.schemas import RolloutDetail, RolloutRead
 
-router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "no such rollout"}
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"], responses=UNAVAILABLE)
+NOT_FOUND = not_found("rollout")
+ROLLOUT_LINKS = {
+    "get_rollout": {
+        "operationId": "get_rollout",
+        "parameters": {"rollout_id": "$response.body#/0/id"},
+    }
 }
 
 
-class NoRollout(PirloopError):
-    status_code = 404
+class NoRollout(NotFound):
+    pass
 
 
-@router.get("")
+@router.get("", responses=responses(INVALID, {200: {"links": ROLLOUT_LINKS}}))
 def list_rollouts(
     session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[RolloutRead]:
@@ -38,7 +42,7 @@ def current_rollout(session: SessionDep) -> RolloutDetail:
     return dashboard.rollout_detail(session, running)
 
 
-@router.get("/{rollout_id}", responses=NOT_FOUND)
+@router.get("/{rollout_id}", responses=responses(NOT_FOUND, INVALID))
 def get_rollout(rollout_id: IdPath, session: SessionDep) -> RolloutDetail:
     """One rollout with every look at it and the decision."""
     row = rollout.get_rollout(session, rollout_id)

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from app import rollout
 from app.deps import SessionDep, SettingsDep
+from app.errors import UNAVAILABLE
 
-router = APIRouter(prefix="/v1/service", tags=["service"])
+router = APIRouter(prefix="/v1/service", tags=["service"], responses=UNAVAILABLE)
 
 
 class ServiceInfo(BaseModel):
