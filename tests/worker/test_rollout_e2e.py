@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from app import queries, rollout
-from app.database import make_engine, make_session_factory, session_scope
-from app.models import VersionStatus
 from app.settings import Settings
 from tests.conftest import TEST_ADMIN, TEST_SECRET
 from tests.live import live_server
+from tests.rollouts import roll_out_candidate
 from tests.worker.conftest import current_rollout, decided_rollout, loop_env, serving, wait_for
 from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 
@@ -56,20 +54,7 @@ def roll_out_bluish_candidate(env: dict[str, str]) -> int:
         batch_size=IMAGES,
         rollout_ramp_seconds=0,
     )
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            champion = queries.serving_version(session)
-            assert champion is not None
-            candidate = queries.create_version(
-                session, source="test", parent_id=champion.id, status=VersionStatus.ready
-            )
-            queries.add_images(session, candidate.id, bluish_batch(IMAGES, seed=11))
-            candidate.batch_size = IMAGES
-            assert rollout.start_rollout(session, settings, candidate) is not None
-            return candidate.id
-    finally:
-        engine.dispose()
+    return roll_out_candidate(settings, bluish_batch(IMAGES, seed=11))[1]
 
 
 @pytest.mark.parametrize(

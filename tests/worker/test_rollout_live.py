@@ -22,6 +22,7 @@ from app.models import GeneratorVersion, Impression, RolloutStatus, VersionStatu
 from app.placeholder import placeholder_batch
 from app.settings import Settings
 from tests.live import live_server
+from tests.rollouts import roll_out_candidate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -42,21 +43,7 @@ def rollout_settings(env: dict[str, str]) -> Settings:
 
 
 def add_candidate(settings: Settings, *, seed: int) -> tuple[int, int]:
-    """A candidate batch beside the serving champion; (champion id, candidate id)."""
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            champion = queries.serving_version(session)
-            assert champion is not None
-            candidate = queries.create_version(
-                session, source="test", parent_id=champion.id, status=VersionStatus.ready
-            )
-            queries.add_images(session, candidate.id, placeholder_batch(IMAGES, first_seed=seed))
-            candidate.batch_size = IMAGES
-            assert rollout.start_rollout(session, settings, candidate) is not None
-            return champion.id, candidate.id
-    finally:
-        engine.dispose()
+    return roll_out_candidate(settings, placeholder_batch(IMAGES, first_seed=seed))
 
 
 def test_split_holds_across_two_api_processes(pg_loop_env: dict[str, str]) -> None:
