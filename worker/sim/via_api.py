@@ -239,7 +239,8 @@ def drive_until_decided(
         current = wait_for_look(client, rollout["id"], after=datetime.now(UTC))
         if current["status"] != "running":
             return current
-        log.info("rollout %s: %s", rollout["id"], current.get("reason"))
+        # A running rollout's reason is its last look's ("collecting: interval ...").
+        log.info("rollout %s: %s", rollout["id"], (current.get("latest") or {}).get("reason"))
     return current
 
 
