@@ -56,9 +56,10 @@ class UnknownImpression(PirloopError):
 
 
 class RatingNotAllowed(PirloopError):
-    """A rating for an impression that was not shown in the rating placement."""
+    """A rating for an impression that was not shown in the rating placement: a valid body
+    that conflicts with the stored impression (409; the body alone cannot tell)."""
 
-    status_code = 422
+    status_code = 409
 
 
 class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):

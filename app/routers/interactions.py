@@ -13,6 +13,7 @@ from app.errors import (
     UNREADABLE_BODY,
     RateLimited,
     Responses,
+    conflict,
     error_response,
     responses,
 )
@@ -33,10 +34,12 @@ from app.settings import Settings
 PREFIX = "/v1/interactions"
 BATCH_PATH = f"{PREFIX}/batch"
 
-# A token that is malformed, forged, expired, or names an impression not stored here.
-BAD_TOKEN: Responses = {
-    401: error_response("the impression token is not valid here; message says why")
-}
+# A token that is malformed, forged, expired, or names an impression not stored here; a
+# rating for an impression not shown for rating.
+REFUSED: Responses = responses(
+    {401: error_response("the impression token is not valid here; message says why")},
+    conflict("a rating for an impression that was not shown in the rating placement"),
+)
 router = APIRouter(prefix=PREFIX, tags=["interactions"], responses=PUBLIC_WRITE)
 REPEAT = {"description": "a repeat of an interaction already recorded"}
 # Sending the same interaction again answers 200 with the stored one (idempotence).
@@ -48,7 +51,7 @@ REPEAT_LINK = {
 @router.post(
     "",
     status_code=201,
-    responses=responses(UNREADABLE_BODY, BAD_TOKEN, {200: REPEAT, 201: {"links": REPEAT_LINK}}),
+    responses=responses(UNREADABLE_BODY, REFUSED, {200: REPEAT, 201: {"links": REPEAT_LINK}}),
 )
 async def create_interaction(
     body: InteractionCreate, response: Response, settings: SettingsDep, ingest: IngestDep
@@ -79,12 +82,13 @@ async def beacon_body(request: Request) -> InteractionCreate:
     "/beacon",
     status_code=201,
     # Its body is read by beacon_body, never parsed by FastAPI: no 400 (UNREADABLE_BODY).
-    responses=responses(BAD_TOKEN, {200: REPEAT}),
+    responses=responses(REFUSED, {200: REPEAT}),
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "text/plain": {"schema": {"$ref": "#/components/schemas/InteractionCreate"}}
+                media_type: {"schema": {"$ref": "#/components/schemas/InteractionCreate"}}
+                for media_type in ("application/json", "text/plain")
             },
         }
     },

@@ -15,14 +15,8 @@ router = APIRouter(prefix="/v1/versions", tags=["versions"], responses=UNAVAILAB
 ONE_VERSION = responses(not_found("generator version"), INVALID)
 # Reading a version by the id another answer gave: what stateful clients (and fuzzers) chain.
 VERSION_LINKS = {
-    "get_version": {
-        "operationId": "get_version",
-        "parameters": {"version_id": "$response.body#/0/id"},
-    },
-    "version_pir": {
-        "operationId": "version_pir",
-        "parameters": {"version_id": "$response.body#/0/id"},
-    },
+    operation: {"operationId": operation, "parameters": {"version_id": "$response.body#/0/id"}}
+    for operation in ("get_version", "version_pir", "version_images_pir", "version_comparison")
 }
 
 PlacementQuery = Annotated[Placement, Query()]

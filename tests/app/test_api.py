@@ -148,7 +148,10 @@ def test_rating_on_a_background_impression_is_refused(client: TestClient) -> Non
     response = client.post(
         "/v1/interactions", json={"token": served["token"], "kind": "rating", "value": 3}
     )
-    assert response.status_code == 422
+    # A valid body that conflicts with the stored impression: 409, not a validation error.
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+    assert "rating-placement" in response.json()["message"]
 
 
 def test_pir_aggregates(client: TestClient, settings: Settings) -> None:

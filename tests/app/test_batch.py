@@ -100,7 +100,7 @@ def test_mixed_batch_answers_each_item_and_stores_only_the_good_ones(
     errors = {r["index"]: r["error"] for r in results if r["status"] == "rejected"}
     assert errors[1]["error"] == "unauthorized"
     assert "signature" in errors[1]["message"]
-    assert errors[2]["error"] == "validation_error"
+    assert errors[2]["error"] == "conflict"
     assert "rating-placement" in errors[2]["message"]
     assert errors[6]["error"] == "validation_error"
     assert "interactions.6" in errors[6]["message"]

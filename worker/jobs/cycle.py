@@ -322,7 +322,9 @@ def _publish(
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as plain JSON for the database (tensors and numpy scalars become floats)."""
+    """Metrics as plain JSON for the database (tensors and numpy scalars become floats). NaN
+    and infinities become null: they are not JSON, and PostgreSQL refuses them (a held-out
+    correlation of a constant prediction is NaN, and failed the whole cycle)."""
     as_text = json.dumps(metrics, default=lambda v: float(v) if hasattr(v, "__float__") else str(v))
-    loaded: dict[str, Any] = json.loads(as_text)
+    loaded: dict[str, Any] = json.loads(as_text, parse_constant=lambda _: None)
     return loaded
