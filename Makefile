@@ -33,7 +33,12 @@ format: install
 	$(BIN)/ruff format app worker tests bench migrations
 	$(BIN)/ruff check --fix app worker tests bench migrations
 
+# The browser tests (tests/pages, marker `browser`) drive Debian's chromium at /usr/bin/chromium
+# and install it with `apt-get install chromium` (as root) when it is missing; leave them out
+# with ARGS='-m "not browser"'.
 test: install lint
+	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing; the browser" \
+		"tests will install it with apt-get (as root). Skip them: make test ARGS='-m \"not browser\"'"
 	$(PY) -m pytest -q $(ARGS)
 
 clean:

@@ -1,4 +1,4 @@
-"""`pirloop init`: generator version 0 and its batch, when the database has none."""
+"""`pirloop init`: the first generator version (v1) and its batch, when the database has none."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def ml_available() -> bool:
 def ensure_initial_version(
     factory: sessionmaker[Session], settings: Settings, *, placeholder: bool | None = None
 ) -> int | None:
-    """Create and serve version 0 if no version exists; return its id, or None if one existed.
-    Idempotent: a second call (or a concurrent one losing the race) changes nothing."""
+    """Create and serve the first version (v1) if no version exists; return its id, or None
+    if one existed. Idempotent: a second call (or a concurrent one losing the race) changes
+    nothing."""
     with session_scope(factory) as session:
         if queries.count_versions(session):
             return None

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from app.errors import ServiceUnready
+from app.settings import SettingsInvalid
 
 app = typer.Typer(
     help="pirloop: improve an image generator from people's interactions with its images.",
@@ -28,6 +29,8 @@ def _clear_errors() -> Iterator[None]:
     a missing folder) ends the command with its message, not a stack trace."""
     try:
         yield
+    except SettingsInvalid:
+        raise  # main() says it
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     except (TimeoutError, ServiceUnready) as exc:
@@ -74,7 +77,7 @@ def init(
         bool, typer.Option(help="serve placeholder images instead of the generator's")
     ] = False,
 ) -> None:
-    """Create generator version 0 and its image batch if the database has no version yet."""
+    """Create the first generator version (v1) and its image batch if the database has none."""
     from app.bootstrap import ensure_initial_version
     from app.database import engine_from_settings, make_session_factory
     from app.settings import get_settings
@@ -96,7 +99,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """Run the HTTP service. On the embedded defaults it also migrates the SQLite file and
-    creates version 0 first, so it works with no other step."""
+    creates the first version (v1), so it works with no other step."""
     import uvicorn
 
     from app.settings import get_settings
@@ -369,6 +372,15 @@ def simulate(
     if plan.traffic:
         report["traffic"] = plan.traffic.describe()
     typer.echo(json.dumps(report, indent=2))
+    if summary.impressions == 0:
+        # A run that made nothing has failed, whatever kept it from the service.
+        errors = ", ".join(f"{kind} x{count}" for kind, count in summary.errors.items())
+        typer.echo(
+            f"Error: no impression was made ({errors or 'no request succeeded'}); "
+            f"check that {url} is a running pirloop service that is serving",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -403,4 +415,9 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsInvalid as exc:
+        # Any command reads the settings: a bad PIRLOOP_* value is one line, not a traceback.
+        typer.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None

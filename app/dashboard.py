@@ -77,7 +77,9 @@ def version_rows(
 ) -> list[AdminVersionRow]:
     """Every version, newest first, with traffic, PIR and the change against its champion."""
     measure = Measurement.of(settings, placement=placement, include_simulated=include_simulated)
-    traffic = queries.traffic_by_version(session, include_simulated=include_simulated)
+    traffic = queries.traffic_by_version(
+        session, include_simulated=include_simulated, placement=placement
+    )
     rollouts = {r.candidate_id: r for r in reversed(rollout.list_rollouts(session, limit=500))}
     rows = []
     for version in reversed(queries.list_versions(session)):

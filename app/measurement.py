@@ -24,11 +24,15 @@ from app.models import GeneratorVersion
 from app.schemas import ComparisonRead, ImagePir, VersionPir
 from app.sequential import ArmSummary, summarize_arm
 from app.settings import Settings
-from app.stats import compare, proportion_interval, summarize
+from app.stats import compare, mean_rate_interval, proportion_interval
 
 # Where retention keeps a version's counts once its raw events are deleted (app/retention.py).
 ARCHIVE = "archived_counts"
 TRAFFIC = {False: "real", True: "all"}
+# Fewest images on each side before a fixed-horizon comparison may be called significant: a
+# t-test over a handful of images is noise (the rollout's own minimum, ROLLOUT_MIN_IMAGES_PER_ARM,
+# has the same default).
+MIN_IMAGES_FOR_SIGNIFICANCE = 20
 
 
 @dataclass(frozen=True)
@@ -173,20 +177,28 @@ class Measurement:
         return rows
 
     def summarize_version(self, session: Session, version_id: int) -> VersionPir:
-        """Mean per-image PIR over images seen, with a 95% interval across images."""
+        """Mean per-image PIR over images seen, with a 95% interval inside [0, 1] that widens
+        with few images or few impressions (app.stats.mean_rate_interval)."""
         counts = self.counts(session, version_id)
         values = self.pir_values(counts)
-        summary = summarize(values) if values else None
+        trials = sum(c.trials(self.placement) for c in counts)
+        positives = sum(c.positives for c in counts)
+        low, high = (
+            mean_rate_interval(values, positives=positives, trials=trials)
+            if values
+            else (None, None)
+        )
         return VersionPir(
             version_id=version_id,
             placement=self.placement,  # type: ignore[arg-type]
             images=len(counts),
-            images_seen=sum(1 for c in counts if c.impressions),
+            images_seen=self.images_seen(counts),
             impressions=sum(c.impressions for c in counts),
-            positives=sum(c.positives for c in counts),
-            pir=summary.mean if summary else None,
-            ci_low=summary.ci_low if summary else None,
-            ci_high=summary.ci_high if summary else None,
+            trials=trials,
+            positives=positives,
+            pir=sum(values) / len(values) if values else None,
+            ci_low=low,
+            ci_high=high,
             excluded_impressions=self.excluded_impressions(session, version_id),
         )
 
@@ -201,7 +213,8 @@ class Measurement:
         """Welch's t-test on per-image PIR of two versions; None until both have data. Over
         all their traffic (a before/after report, confounded with time when they were served
         one after the other), or from `since` on (a rollout's window: the same traffic at the
-        same time). A fixed-horizon summary: decisions use the rollout's sequential test."""
+        same time). A fixed-horizon summary: decisions use the rollout's sequential test.
+        Never significant with fewer than MIN_IMAGES_FOR_SIGNIFICANCE images on a side."""
         if since is None:
             before = self.pir_values(self.counts(session, before_id))
             after = self.pir_values(self.counts(session, after_id))
@@ -211,13 +224,18 @@ class Measurement:
         if len(before) < 2 or len(after) < 2:
             return None
         result = compare(before, after)
+        enough = min(len(before), len(after)) >= MIN_IMAGES_FOR_SIGNIFICANCE
         return ComparisonRead(
             before_mean=result.before.mean,
             after_mean=result.after.mean,
             delta=result.delta,
             effect_size=result.effect_size,
             p_value=result.p_value,
-            significant=result.significant,
+            significant=result.significant and enough,
+            images_before=len(before),
+            images_after=len(after),
+            placement=self.placement,  # type: ignore[arg-type]
+            include_simulated=self.include_simulated,
         )
 
     # --- Arms of a rollout --------------------------------------------------------------

@@ -131,17 +131,37 @@ def _axes(
     return parts
 
 
+LEGEND_TOP = 30
+LEGEND_ROW = 16
+
+
+def _legend_slots(names: Sequence[str]) -> list[tuple[float, float]]:
+    """(x, y) of each legend entry, wrapping onto another row before the right edge."""
+    slots, x, y = [], 64.0, float(LEGEND_TOP)
+    for name in names:
+        # Room for the name at the larger text size that narrow screens get (pirloop.css).
+        width = 24 + 8 * len(name)
+        if x > 64 and x + width > WIDTH:
+            x, y = 64.0, y + LEGEND_ROW
+        slots.append((x, y))
+        x += width
+    return slots
+
+
+def legend_top(names: Sequence[str], top: float) -> float:
+    """The frame's top margin, moved down by the legend's extra rows."""
+    slots = _legend_slots(names)
+    return top + (slots[-1][1] - LEGEND_TOP if slots else 0.0)
+
+
 def _legend(names: Sequence[str]) -> list[str]:
     parts = []
-    x = 64.0
-    for index, name in enumerate(names):
+    for index, (name, (x, y)) in enumerate(zip(names, _legend_slots(names), strict=True)):
         colour = PALETTE[index % len(PALETTE)]
         parts.append(
-            f'<rect x="{x:.0f}" y="30" width="10" height="10" fill="{colour}"/>'
-            f'<text class="legend" x="{x + 14:.0f}" y="39">{escape(name)}</text>'
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="10" height="10" fill="{colour}"/>'
+            f'<text class="legend" x="{x + 14:.0f}" y="{y + 9:.0f}">{escape(name)}</text>'
         )
-        # Room for the name at the larger text size that narrow screens get (pirloop.css).
-        x += 24 + 8 * len(name)
     return parts
 
 
@@ -169,11 +189,21 @@ def pir_by_version(points: Sequence[PirPoint], *, title: str = "PIR per version"
     y_min, y_max = _padded(
         min(v for v in lows if v is not None), max(v for v in highs if v is not None)
     )
-    frame = _Frame(-0.5, len(points) - 0.5, max(0.0, y_min), min(1.0, y_max) if y_max > 0 else 1.0)
+    names = ["a version's PIR, 95% interval"]
+    if any(p.highlight for p in measured):
+        names.append("serving now")
+    frame = _Frame(
+        -0.5,
+        len(points) - 0.5,
+        max(0.0, y_min),
+        min(1.0, y_max) if y_max > 0 else 1.0,
+        top=legend_top(names, 48),
+    )
     every = max(1, math.ceil(len(points) / 12))
     ticks = [(float(i), p.label) for i, p in enumerate(points) if i % every == 0]
     parts = _open(title, "mean per-image PIR with 95% interval, per version")
     parts += _axes(frame, x_label="version (in order of creation)", y_label="PIR", x_ticks=ticks)
+    parts += _legend(names)
     path: list[str] = []
     for index, point in enumerate(points):
         if point.pir is None:
@@ -219,6 +249,8 @@ class ScatterPoint:
     """Index into the series names (and the palette)."""
     weight: float = 1.0
     """Relative size of the dot."""
+    tag: str | None = None
+    """Shown beside the dot (a version label where dots stand for versions)."""
 
 
 def scatter(
@@ -238,7 +270,9 @@ def scatter(
     xs, ys = [p.x for p in usable], [p.y for p in usable]
     if diagonal:
         low, high = _padded(min(xs + ys), max(xs + ys))
-        frame = _Frame(low, high, low, high, top=48 if series_names else 34)
+        frame = _Frame(
+            low, high, low, high, top=legend_top(series_names, 48) if series_names else 34
+        )
     else:
         frame = _Frame(*_padded(min(xs), max(xs)), *_padded(min(ys), max(ys)))
     parts = _open(title, f"{y_label} against {x_label}")
@@ -260,6 +294,11 @@ def scatter(
             f'r="{radius:.1f}" fill="{colour}" fill-opacity="0.75">'
             f"<title>{escape(point.label)}</title></circle>"
         )
+        if point.tag:
+            parts.append(
+                f'<text class="point-label" x="{frame.x(point.x) + radius + 2:.1f}" '
+                f'y="{frame.y(point.y) - radius:.1f}">{escape(point.tag)}</text>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -306,8 +345,9 @@ def line_chart(
     y_min, y_max = _padded(
         min(min(values) for _, values in drawn), max(max(values) for _, values in drawn)
     )
-    frame = _Frame(0, max(longest - 1, 1), y_min, y_max, top=48)
-    parts = _open(title, ", ".join(name for name, _ in drawn))
+    names = [name for name, _ in drawn]
+    frame = _Frame(0, max(longest - 1, 1), y_min, y_max, top=legend_top(names, 48))
+    parts = _open(title, ", ".join(names))
     parts += _axes(frame, x_label=x_label, y_label=y_label)
     parts += _legend([name for name, _ in drawn])
     for index, (_, values) in enumerate(drawn):

@@ -375,9 +375,16 @@ def batch_pngs(session: Session, version_id: int) -> list[bytes]:
 # --- Dashboard, admin actions and exports -------------------------------------------------
 
 
-def traffic_by_version(session: Session, *, include_simulated: bool) -> dict[int, tuple[int, int]]:
-    """Impressions and interactions (all placements) per version: {version_id: (imp, int)}."""
-    impression_filter = [] if include_simulated else [Impression.simulated.is_(False)]
+def traffic_by_version(
+    session: Session, *, include_simulated: bool, placement: str | None = None
+) -> dict[int, tuple[int, int]]:
+    """Impressions and interactions per version, of one placement or all (None):
+    {version_id: (impressions, interactions)}."""
+    impression_filter: list[ColumnElement[bool]] = (
+        [] if include_simulated else [Impression.simulated.is_(False)]
+    )
+    if placement is not None:
+        impression_filter.append(Impression.placement == placement)
     impressions = dict(
         session.execute(
             select(Impression.version_id, func.count())

@@ -195,8 +195,11 @@ class VersionPir(BaseModel):
     images: int
     images_seen: int
     impressions: int
+    # Impressions the PIR rests on: the rated ones for ratings, every impression otherwise.
+    trials: int = 0
     positives: float
     pir: float | None
+    # 95%, inside [0, 1]; wide when few images or impressions back it.
     ci_low: float | None
     ci_high: float | None
     excluded_impressions: int
@@ -208,7 +211,13 @@ class ComparisonRead(BaseModel):
     delta: float
     effect_size: float
     p_value: float
+    # Welch's p < 0.001 with at least 20 images seen on each side.
     significant: bool
+    images_before: int = 0
+    images_after: int = 0
+    # What was measured: the placement and whether simulated traffic counted.
+    placement: Placement | None = None
+    include_simulated: bool | None = None
 
 
 class VersionBase(BaseModel):

@@ -6,8 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "dev-secret", "dev-admin-token", "secret"}
 
@@ -122,6 +123,40 @@ class Settings(BaseSettings):
         return self
 
 
+class SettingsInvalid(Exception):
+    """A PIRLOOP_* value that cannot be used; the message names the variable and the fix."""
+
+
+# Settings whose environment value is parsed as JSON (lists): how to write one.
+JSON_SETTINGS = {
+    "cors_origins": "'[\"https://www.example.com\"]' (a JSON list; '[]' for none)",
+    "positive_kinds": "'[\"click\"]' (a JSON list)",
+    "rating_weights": "'[0, 0.25, 0.5, 0.75, 1]' (a JSON list of 5 numbers)",
+}
+
+
+def _settings_problem(exc: SettingsError | ValidationError) -> str:
+    if isinstance(exc, SettingsError):
+        # pydantic-settings names the field it could not decode as JSON.
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+        example = JSON_SETTINGS.get(field, "a JSON value")
+        return f"PIRLOOP_{field.upper()} is not valid JSON: write it as {example}"
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            name = f"PIRLOOP_{str(error['loc'][0]).upper()}"
+            value = error.get("input")
+            problems.append(f"{name}={value!r} is not valid: {message}")
+        else:
+            problems.append(message)
+    return "; ".join(problems)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; SettingsInvalid (one line) when a value is bad."""
+    try:
+        return Settings()
+    except (SettingsError, ValidationError) as exc:
+        raise SettingsInvalid(_settings_problem(exc)) from None

@@ -96,8 +96,37 @@ def proportion_interval(positives: float, trials: int) -> tuple[float, float]:
     """Wilson 95% interval for a share of impressions (stays inside [0, 1] for small counts)."""
     if trials <= 0:
         return (math.nan, math.nan)
-    p = positives / trials
-    denom = 1 + Z_95**2 / trials
-    centre = (p + Z_95**2 / (2 * trials)) / denom
-    half = Z_95 * math.sqrt(p * (1 - p) / trials + Z_95**2 / (4 * trials**2)) / denom
+    return _wilson(positives / trials, trials)
+
+
+def mean_rate_interval(
+    per_image: Sequence[float], *, positives: float, trials: int
+) -> tuple[float, float]:
+    """95% interval for a mean of per-image rates in [0, 1] (a version's PIR), inside [0, 1]
+    and honest about few observations.
+
+    A t-interval across a handful of images leaves [0, 1] (0.250 [-0.546, 1.046] from 16
+    impressions) or collapses to a point (one image: [0, 0]). This is Wilson's score
+    interval at the effective sample size of the mean (Korn and Graubard, 1998): the variance
+    of the mean is the between-image variance over the number of images, floored by the
+    binomial variance of the pooled rate over all trials, so neither a few images nor a few
+    impressions look certain; the effective size never exceeds the trials.
+    """
+    data = np.asarray(per_image, dtype=float)
+    if data.size == 0 or trials <= 0:
+        return (math.nan, math.nan)
+    mean = float(np.clip(data.mean(), 0.0, 1.0))
+    pooled = min(max(positives / trials, 0.0), 1.0)
+    variance = pooled * (1 - pooled) / trials
+    if data.size > 1:
+        variance = max(variance, float(data.var(ddof=1)) / data.size)
+    spread = mean * (1 - mean)
+    effective = float(trials) if variance <= 0 or spread <= 0 else min(trials, spread / variance)
+    return _wilson(mean, effective)
+
+
+def _wilson(p: float, n: float) -> tuple[float, float]:
+    denom = 1 + Z_95**2 / n
+    centre = (p + Z_95**2 / (2 * n)) / denom
+    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n**2)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))

@@ -25,6 +25,7 @@ from app.deps import (
     require_same_origin,
     throttle_admin_failure,
 )
+from app.measurement import MIN_IMAGES_FOR_SIGNIFICANCE
 from app.models import GeneratorVersion, VersionStatus
 from app.pages import comparison, templates
 from app.schemas import AdminVersionRow
@@ -40,12 +41,13 @@ NOTICES = {
     "promoted": "Version promoted: it is the champion now.",
     "stopped": "Rollout stopped: the candidate is rejected and the champion serves alone.",
 }
+# Tuning curves in plain words (worker/ml/tuning.py names them fool, anchor, ...).
 TUNING_CURVES = (
-    ("loss_fool", "fool D"),
-    ("loss_anchor", "anchor"),
-    ("loss_diversity", "diversity"),
-    ("loss_d", "discriminator"),
-    ("predicted_pir", "predicted PIR"),
+    ("loss_fool", "fooling the discriminator"),
+    ("loss_anchor", "distance from parent's images"),
+    ("loss_diversity", "diversity loss"),
+    ("loss_d", "discriminator's loss"),
+    ("predicted_pir", "estimator's predicted PIR"),
 )
 SAMPLE_VERSIONS = 6
 
@@ -137,6 +139,7 @@ def predicted_against_measured(rows: list[AdminVersionRow], champions: dict[int,
                 f"predicted {row.estimated_delta:+.4f}"
             ),
             series=0 if row.comparison_source == "rollout" else 1,
+            tag=f"v{row.id}",
         )
         for row in rows
         if row.comparison is not None
@@ -227,8 +230,8 @@ def _context(
         figures["tuning_loss"] = plots.line_chart(
             [(label, _floats(tuning.get(key))) for key, label in TUNING_CURVES],
             title=f"Generator tuning curves (v{selected.id})",
-            x_label="logged step",
-            y_label="value",
+            x_label="tuning step (as logged)",
+            y_label="loss, or predicted PIR",
         )
         for version_id in (selected.id, selected.parent_id):
             if version_id is not None:
@@ -268,6 +271,9 @@ def _context(
         "live": live,
         "placement": placement,
         "traffic": traffic,
+        "learning_placement": settings.learning_placement,
+        "learning_simulated": settings.use_simulated_traffic,
+        "min_images": MIN_IMAGES_FOR_SIGNIFICANCE,
         "promotable": {s.value for s in dashboard.PROMOTABLE},
         "notice": NOTICES.get(params.get("notice", "")),
         **extra,

@@ -50,7 +50,8 @@
   function update(data) {
     series.forEach(function (s) {
       var el = document.getElementById("live-" + s[0].replace("_", "-"));
-      if (el) el.textContent = String(data[s[0]][data[s[0]].length - 1]);
+      // The window's total, as the bars show it: the current minute alone is often empty.
+      if (el) el.textContent = String(data[s[0]].reduce(function (a, b) { return a + b; }, 0));
     });
     var stamp = document.getElementById("live-updated");
     if (stamp) stamp.textContent = "updated " + new Date().toLocaleTimeString();

@@ -180,12 +180,13 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     assert page.locator("#versions tbody tr").count() == len(site.seeded.version_ids)
     page.wait_for_selector("#live[data-loaded=true]")
     assert page.locator("canvas#live-canvas").count() == 1
-    # The counters show the current minute, which may hold no seeded traffic yet; the window
-    # the chart draws holds the last 25 minutes of it.
-    assert page.text_content("#live-impressions-simulated") is not None
+    # The counters, as polled by the page, total the window the bars draw (the last 25
+    # minutes of seeded traffic lie inside it).
     live = page.request.get(f"{site.base}/v1/admin/live").json()
     assert sum(live["impressions_simulated"]) > 0
     assert sum(live["impressions_real"]) > 0
+    shown = int(page.text_content("#live-impressions-real") or "0")
+    assert shown == sum(live["impressions_real"])
     # The live comparison: arms with their shares, the split, the interval plot, the buttons.
     arms = page.locator("#comparison table.arms tbody tr")
     assert arms.count() == 3  # champion, candidate, holdout
@@ -212,4 +213,36 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     ):
         assert height >= 44
     page.screenshot(path=str(screenshot_dir / "admin-phone.png"), full_page=True)
+    assert page.errors == []
+
+
+# Last in this file: it rolls the seeded service back, which the tests above do not expect.
+def test_versions_table_fits_1280_and_its_buttons_work(site: Site, page: Any) -> None:
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{site.base}/admin/login")
+    page.fill("#token", TEST_ADMIN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{site.base}/admin")
+    wrap = page.locator("#versions .table-wrap")
+    sizes = wrap.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert sizes[0] <= sizes[1], f"the versions table scrolls sideways at 1280 px: {sizes}"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    buttons = page.locator("#versions tbody button")
+    assert buttons.count() >= 2  # roll back to v1 or v2
+    for index in range(buttons.count()):
+        box = buttons.nth(index).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= 1280
+    # Clicking asks first (dismissed: nothing happens), then acts.
+    target = page.locator("#versions tbody tr", has=page.locator("button")).last
+    button = target.locator("button")
+    assert button.inner_text() == "Roll back"
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    button.click()
+    assert page.url == f"{site.base}/admin"
+    page.once("dialog", lambda dialog: dialog.accept())
+    button.click()
+    page.wait_for_url(f"{site.base}/admin?notice=promoted")
+    assert page.locator(".notice").inner_text().startswith("Version promoted")
+    assert page.locator("#versions tbody .badge.serving").count() == 1
     assert page.errors == []

@@ -56,8 +56,8 @@ def draw_batch(generator: Generator, version_id: int, count: int) -> list[dict[s
 
 
 def version_checkpoint(ctx: JobContext, version_id: int) -> dict[str, Any]:
-    """The version's generator checkpoint; version 0 starts from the preset's pretrained one,
-    which is copied into the artifact store so every worker finds it there."""
+    """The version's generator checkpoint; the first version (v1) starts from the preset's
+    pretrained one, which is copied into the artifact store so every worker finds it there."""
     with session_scope(ctx.sessions) as session:
         version = queries.get_version(session, version_id)
         if version is None:

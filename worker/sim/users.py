@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import torch
 
+from app.errors import ServiceUnready
 from worker.ml.sampling import png_to_image
 from worker.sim.objectives import Objective, load_objective, rating_from_probability
 from worker.sim.pacing import Pacer, backoff_s, parse_retry_after
@@ -38,6 +39,28 @@ THINK_SECONDS = (0.3, 1.2)
 # Tries of one request refused with 429 before it is dropped; with the back-off doubling
 # from Retry-After, the last try comes minutes after the first.
 MAX_ATTEMPTS = 8
+# How long the first request may take to connect before the service counts as unreachable.
+PROBE_TIMEOUT_S = 10.0
+
+
+def check_service_url(url: str) -> None:
+    """ValueError unless url is an http(s) URL with a host, so a typo fails at once."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"--url {url!r} is not a URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(
+            f"--url {url!r} is not an http(s) URL with a host: write it like http://127.0.0.1:8000"
+        )
+
+
+def unreachable(url: str, exc: httpx.TransportError) -> ServiceUnready:
+    """The error a client command ends with when the service does not answer at all."""
+    return ServiceUnready(
+        f"cannot reach a pirloop service at {url} ({exc.__class__.__name__}: {exc}): "
+        "start one with `pirloop serve`, or fix the URL"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,7 @@ class SimulationPlan:
             raise ValueError("rate must be 0 (unlimited) or positive")
         if self.placement not in ("background", "rating"):
             raise ValueError(f"placement must be background or rating, not {self.placement!r}")
+        check_service_url(self.url)
 
 
 @dataclass
@@ -162,6 +186,7 @@ class Simulation:
         async with httpx.AsyncClient(
             base_url=plan.url, timeout=30, limits=limits, transport=self._transport
         ) as client:
+            await self._probe(client)
             tasks = [
                 asyncio.create_task(self._user(client, index, population, started))
                 for index, population in enumerate(assigned)
@@ -175,6 +200,14 @@ class Simulation:
                 task.result()  # surface an unexpected crash of a user loop
         self._update_clock()
         return self.summary
+
+    async def _probe(self, client: httpx.AsyncClient) -> None:
+        """Fail at once when nothing answers at the URL, instead of running the whole
+        duration on connection errors. Any HTTP answer will do: the users judge the rest."""
+        try:
+            await client.get("/healthz", timeout=PROBE_TIMEOUT_S)
+        except httpx.TransportError as exc:
+            raise unreachable(self.plan.url, exc) from None
 
     def _update_clock(self) -> None:
         self.summary.seconds = time.monotonic() - self._started
@@ -366,8 +399,12 @@ def run_simulation(
             + (f", held {summary.rate_limit_wait_s:.0f} s by 429s" if summary.rate_limited else "")
         )
 
-    with Live(line(simulation.summary), refresh_per_second=4, transient=False) as live:
-        result = run_to_end(simulation.run(lambda s: live.update(line(s))))
-        live.update(line(result))
-    live.console.line()  # a log line after a non-terminal Live would start on its last line
+    live = Live(line(simulation.summary), refresh_per_second=4, transient=False)
+    try:
+        with live:
+            result = run_to_end(simulation.run(lambda s: live.update(line(s))))
+            live.update(line(result))
+    finally:
+        # A later line (a log line, an error) would start on the Live's last line.
+        live.console.line()
     return result

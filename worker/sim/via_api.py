@@ -29,7 +29,13 @@ from worker.ml.diversity import diversity_score
 from worker.ml.sampling import png_to_image, save_grid
 from worker.sim.objectives import load_objective
 from worker.sim.traffic import TrafficModel
-from worker.sim.users import SimulationPlan, parse_populations, run_simulation
+from worker.sim.users import (
+    SimulationPlan,
+    check_service_url,
+    parse_populations,
+    run_simulation,
+    unreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +302,16 @@ def decision_summary(
 
 
 def run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
+    """The loop through a running service; ServiceUnready (one line) when it cannot be
+    reached, before or during the run."""
+    check_service_url(plan.url)
+    try:
+        return _run_via_api(plan)
+    except httpx.TransportError as exc:
+        raise unreachable(plan.url, exc) from None
+
+
+def _run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
     started = time.monotonic()
     objective = load_objective(plan.objective)
     client = ServiceClient(plan.url)
