@@ -68,8 +68,8 @@ def process(
     args: list[str], env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     out = log.open("wb") if log else subprocess.DEVNULL
-    # A session of its own, so stopping it stops its children too (a Celery worker's pool
-    # and beat would otherwise outlive it).
+    # A session of its own, so its children (a Celery worker's pool and beat) can be stopped
+    # with it.
     proc = subprocess.Popen(
         args,
         env={**os.environ, **(env or {})},
@@ -80,14 +80,14 @@ def process(
     try:
         yield proc
     finally:
+        # SIGTERM to the main process only (a Celery worker then shuts down warm, finishing
+        # its task), then the whole group is killed, so no child outlives it.
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def need(tool: str, package: str) -> str:

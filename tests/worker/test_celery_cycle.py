@@ -3,6 +3,7 @@ live API; simulated users over HTTP. Also: a worker SIGKILLed mid-cycle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,12 +45,21 @@ def celery_worker(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_worker(process)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker as an operator would: SIGTERM to its main process only, which makes a
+    warm shutdown (the running task finishes, then the pool and beat stop). SIGTERM to the
+    whole group would kill a pool child mid-task (WorkerLostError). Whatever is left after
+    the wait is killed with the group."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 def test_celery_worker_completes_a_cycle_and_decides(
