@@ -383,8 +383,9 @@ def holdout_gain(session: Session, settings: Settings) -> HoldoutGain | None:
         holdout_impressions=held_arm.trials,
         champion_impressions=served_arm.trials,
         delta=finite["delta"],
-        ci_low=finite["ci_low"],
-        ci_high=finite["ci_high"],
+        # A difference of two rates lies in [-1, 1]; the sequence is cut to what is possible.
+        ci_low=None if finite["ci_low"] is None else max(-1.0, finite["ci_low"]),
+        ci_high=None if finite["ci_high"] is None else min(1.0, finite["ci_high"]),
     )
 
 

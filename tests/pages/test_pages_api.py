@@ -540,4 +540,7 @@ def test_dashboard_shows_the_holdout_arm_and_its_gain(
     assert f"Champion v{seeded.champion_id} against holdout v{first}" in holdout
     assert f"{gain['delta']:+.4f}" in holdout
     assert f"[{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}]" in holdout
+    # A difference of two rates: the interval never claims more than [-1, 1] (the seeded
+    # holdout's 80 impressions give a sequence wider than that).
+    assert -1.0 <= gain["ci_low"] <= gain["delta"] <= gain["ci_high"] <= 1.0
     assert f"({gain['champion_impressions']} / {gain['holdout_impressions']} counted" in holdout
