@@ -387,11 +387,3 @@ def holdout_gain(session: Session, settings: Settings) -> HoldoutGain | None:
         ci_low=None if finite["ci_low"] is None else max(-1.0, finite["ci_low"]),
         ci_high=None if finite["ci_high"] is None else min(1.0, finite["ci_high"]),
     )
-
-
-def current_rollout(session: Session) -> Rollout | None:
-    return rollout.running_rollout(session)
-
-
-def ended_status(status: str) -> bool:
-    return status in (RolloutStatus.promoted, RolloutStatus.rejected, RolloutStatus.cancelled)

@@ -4,6 +4,7 @@ the dashboard itself, and form actions that answer with a redirect back to it.""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,6 +30,7 @@ from app.measurement import MIN_IMAGES_FOR_SIGNIFICANCE
 from app.models import GeneratorVersion, VersionStatus
 from app.pages import comparison, templates
 from app.schemas import AdminVersionRow
+from app.serving import BatchPicker
 from app.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["pages"], include_in_schema=False)
@@ -303,48 +305,53 @@ def _done(notice: str) -> RedirectResponse:
     return RedirectResponse(f"/admin?notice={notice}", status_code=303)
 
 
+def _act(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    action: Callable[[], object],
+    notice: str,
+    picker: BatchPicker | None = None,
+) -> Response:
+    """A form action: signed in, the action, its refusal shown on the page, or the commit
+    (and the picker told, when serving changed) and a redirect with the notice."""
+    if not _signed_in(request, settings):
+        return _to_login()
+    try:
+        action()
+    except dashboard.ActionRefused as exc:
+        return _refused_page(request, session, settings, exc)
+    session.commit()
+    if picker is not None:
+        picker.invalidate()
+    return _done(notice)
+
+
 @router.post("/actions/cycle", dependencies=SAME_ORIGIN)
 def start_cycle(
     request: Request, session: SessionDep, settings: SettingsDep, jobs: JobsDep
 ) -> Response:
-    if not _signed_in(request, settings):
-        return _to_login()
-    try:
-        dashboard.start_cycle(session, settings, jobs)
-    except dashboard.ActionRefused as exc:
-        return _refused_page(request, session, settings, exc)
-    session.commit()
-    return _done("cycle")
+    return _act(
+        request, session, settings, lambda: dashboard.start_cycle(session, settings, jobs), "cycle"
+    )
 
 
 @router.post("/actions/pause", dependencies=SAME_ORIGIN)
 def pause(
     request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
 ) -> Response:
-    if not _signed_in(request, settings):
-        return _to_login()
-    try:
-        dashboard.pause(session, settings)
-    except dashboard.ActionRefused as exc:
-        return _refused_page(request, session, settings, exc)
-    session.commit()
-    picker.invalidate()
-    return _done("paused")
+    return _act(
+        request, session, settings, lambda: dashboard.pause(session, settings), "paused", picker
+    )
 
 
 @router.post("/actions/resume", dependencies=SAME_ORIGIN)
 def resume(
     request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
 ) -> Response:
-    if not _signed_in(request, settings):
-        return _to_login()
-    try:
-        dashboard.resume(session, settings)
-    except dashboard.ActionRefused as exc:
-        return _refused_page(request, session, settings, exc)
-    session.commit()
-    picker.invalidate()
-    return _done("resumed")
+    return _act(
+        request, session, settings, lambda: dashboard.resume(session, settings), "resumed", picker
+    )
 
 
 @router.post("/versions/{version_id}/promote", dependencies=SAME_ORIGIN)
@@ -355,27 +362,25 @@ def promote(
     settings: SettingsDep,
     picker: PickerDep,
 ) -> Response:
-    if not _signed_in(request, settings):
-        return _to_login()
-    try:
-        dashboard.promote(session, settings, version_id)
-    except dashboard.ActionRefused as exc:
-        return _refused_page(request, session, settings, exc)
-    session.commit()
-    picker.invalidate()
-    return _done("promoted")
+    return _act(
+        request,
+        session,
+        settings,
+        lambda: dashboard.promote(session, settings, version_id),
+        "promoted",
+        picker,
+    )
 
 
 @router.post("/actions/stop-rollout", dependencies=SAME_ORIGIN)
 def stop_rollout(
     request: Request, session: SessionDep, settings: SettingsDep, picker: PickerDep
 ) -> Response:
-    if not _signed_in(request, settings):
-        return _to_login()
-    try:
-        dashboard.stop_rollout(session, settings)
-    except dashboard.ActionRefused as exc:
-        return _refused_page(request, session, settings, exc)
-    session.commit()
-    picker.invalidate()
-    return _done("stopped")
+    return _act(
+        request,
+        session,
+        settings,
+        lambda: dashboard.stop_rollout(session, settings),
+        "stopped",
+        picker,
+    )
