@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo serve test lint format bench clean
+.PHONY: install demo serve test lint format bench screenshots clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 (the worker extra) install from this machine's local wheel cache.
@@ -40,6 +40,11 @@ test: install lint
 	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing; the browser" \
 		"tests will install it with apt-get (as root). Skip them: make test ARGS='-m \"not browser\"'"
 	$(PY) -m pytest -q $(ARGS)
+
+# docs/screenshots/*.png from a fresh cpu-medium service after one demo cycle (about 20 minutes
+# on 2 cores; ARGS=--no-cycle: traffic only, under a minute). Needs /usr/bin/chromium.
+screenshots: install
+	$(PY) -m bench.screenshots $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

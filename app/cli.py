@@ -14,12 +14,19 @@ import typer
 from app.errors import ServiceUnready
 from app.settings import SettingsInvalid
 
+# rich_markup_mode="markdown": help text is reflowed to the terminal's width. Typer's default
+# ("rich") keeps the docstrings' line breaks, which broke sentences in the command list.
 app = typer.Typer(
     help="pirloop: improve an image generator from people's interactions with its images.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema (Alembic migrations).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(db_app, name="db")
 
 
@@ -54,7 +61,9 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Alembic revision to reach")] = "head",
+) -> None:
     """Migrate the database (PIRLOOP_DATABASE_URL, or the embedded SQLite file) to REVISION."""
     from app import migrate
 
@@ -63,7 +72,9 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: str = "base") -> None:
+def db_downgrade(
+    revision: Annotated[str, typer.Option(help="Alembic revision to go back to")] = "base",
+) -> None:
     """Migrate the database down to REVISION (base: empty)."""
     from app import migrate
 
@@ -160,22 +171,49 @@ def _beat_schedule_file(data_dir: Path) -> Path:
 
 @app.command()
 def pretrain(
-    preset: Annotated[str, typer.Option(help="model preset: tiny, cpu-small or paper")] = (
-        "cpu-small"
-    ),
-    out: Annotated[Path, typer.Option(help="directory for gan.pt and samples.png")] = Path(
-        "var/pretrained/cpu-small"
-    ),
+    preset: Annotated[
+        str, typer.Option(help="model preset: tiny, cpu-small, cpu-medium or paper")
+    ] = "cpu-small",
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of your own images (PNG, JPEG, WebP, GIF, BMP; searched "
+            "recursively), centre-cropped square and resized to the preset's size, instead of "
+            "the built-in landscapes; other and unreadable files are skipped with a warning"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for gan.pt and samples.png [default: var/pretrained/PRESET, or "
+            "var/pretrained/PRESET-FOLDER with --images]",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     steps: Annotated[int | None, typer.Option(help="override the preset's step count")] = None,
     resume: Annotated[bool, typer.Option(help="resume from OUT/gan.pt if present")] = True,
 ) -> None:
-    """Pretrain the GAN on the built-in landscapes and write a checkpoint."""
+    """Pretrain the GAN on the built-in landscapes, or on your own images with --images, and
+    write a checkpoint. Serve one of your own with PIRLOOP_PRESET=OUT/gan.pt."""
     from worker.ml.experiment import pretrain_command
+    from worker.ml.landscapes import ImageFolderError
 
     _setup_logging()
     with _clear_errors():
-        pretrain_command(preset=preset, out=out, device=device, resume=resume, steps_override=steps)
+        try:
+            pretrain_command(
+                preset=preset,
+                out=out,
+                images=images,
+                device=device,
+                resume=resume,
+                steps_override=steps,
+            )
+        except ImageFolderError as exc:
+            # One line that names the folder: nothing to pretrain on.
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
 
 
 @app.command()

@@ -26,6 +26,7 @@ from app.schemas import (
     CycleState,
     HoldoutGain,
     ImagePir,
+    ImageQuality,
     JobStarted,
     LiveTraffic,
     RolloutCheckRead,
@@ -51,6 +52,15 @@ class ActionRefused(PirloopError):
     @property
     def status(self) -> int:
         return self.status_code
+
+
+def _quality(version: GeneratorVersion) -> ImageQuality | None:
+    """The worker's image-quality figures for the version (none for versions made before it
+    measured them, or by the placeholder generator)."""
+    try:
+        return ImageQuality.model_validate(version.metrics["image_quality"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _estimated_delta(version: GeneratorVersion) -> float | None:
@@ -101,6 +111,7 @@ def version_rows(
                 comparison=comparison,
                 comparison_source=source,
                 estimated_delta=_estimated_delta(version),
+                quality=_quality(version),
             )
         )
     return rows

@@ -5,15 +5,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app import admin_auth
+from app.admin_auth import AdminThrottle
 from app.errors import Forbidden, RateLimited, Unauthorized
 from app.ingest import Ingest
 from app.jobs import JobDispatcher
-from app.ratelimit import RateLimiter, too_many
+from app.ratelimit import too_many
 from app.serving import BatchPicker
 from app.settings import Settings
 
@@ -83,11 +86,8 @@ admin_cookie = APIKeyCookie(
 )
 
 
-def presented_admin_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.cookies.get(ADMIN_COOKIE)
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def is_admin_token(settings: Settings, token: str | None) -> bool:
@@ -96,27 +96,55 @@ def is_admin_token(settings: Settings, token: str | None) -> bool:
     return hmac.compare_digest(token.encode(), settings.admin_token.encode())
 
 
-def throttle_admin_failure(request: Request, settings: Settings) -> None:
-    """Count a failed admin credential from this address; past the limit, refuse with 429
-    (so guessing the token costs minutes per handful of tries)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    address = request.client.host if request.client else "unknown"
-    wait = limiter.hit(f"admin-fail:{address}", settings.admin_failures_per_minute)
+def refuse_if_throttled(request: Request, settings: Settings) -> None:
+    """429 while this address has used up its failed admin credentials: checked before any
+    credential is looked at, so the right token is refused too and a 429 reveals nothing."""
+    throttle: AdminThrottle = request.app.state.admin_throttle
+    wait = throttle.retry_after(client_address(request), settings.admin_failures_per_minute)
     if wait is not None:
         headers, _ = too_many(wait)
         raise RateLimited(
-            "too many failed admin sign-ins; wait", retry_after=headers["Retry-After"]
+            "too many failed admin credentials from this address; every admin credential "
+            f"from it is refused for {headers['Retry-After']} s",
+            retry_after=headers["Retry-After"],
         )
+
+
+def count_admin_failure(request: Request) -> None:
+    throttle: AdminThrottle = request.app.state.admin_throttle
+    throttle.count_failure(client_address(request))
+
+
+def check_admin(request: Request, settings: Settings, session: Session) -> bool | None:
+    """The request's admin credential, on every admin surface: the token as a bearer header,
+    else the dashboard's session cookie. True when valid; False when wrong (counted against
+    the address); None when none was presented. RateLimited while the address is throttled,
+    whatever it presents."""
+    refuse_if_throttled(request, settings)
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        valid = is_admin_token(settings, header[7:].strip())
+    else:
+        session_id = request.cookies.get(ADMIN_COOKIE)
+        if session_id is None:
+            return None
+        valid = admin_auth.session_is_valid(session, settings, session_id)
+    if not valid:
+        count_admin_failure(request)
+    return valid
 
 
 def require_admin(
     request: Request,
     settings: SettingsDep,
+    session: SessionDep,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
     _cookie: Annotated[str | None, Depends(admin_cookie)],
 ) -> None:
-    if not is_admin_token(settings, presented_admin_token(request)):
-        throttle_admin_failure(request, settings)
+    credential = check_admin(request, settings, session)
+    if credential is None:
+        count_admin_failure(request)  # the API has no sign-in page: no credential is a failure
+    if not credential:
         raise Unauthorized("admin credentials required")
 
 
@@ -125,10 +153,17 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 def require_same_origin(request: Request) -> None:
     """A cookie-authenticated change must come from pirloop's own pages. The cookie is
-    SameSite=Strict already; this also refuses a cross-origin Origin header outright."""
+    SameSite=Strict already; this also refuses a cross-origin Origin header outright. The own
+    origin is PIRLOOP_PUBLIC_URL's when it is set (behind a proxy the request's scheme and
+    Host are the proxy's view), else the request's."""
     origin = request.headers.get("origin")
     if origin is None or request.headers.get("authorization"):
         return
-    own = f"{request.url.scheme}://{request.url.netloc}"
+    settings: Settings = request.app.state.settings
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        own = f"{public.scheme}://{public.netloc}"
+    else:
+        own = f"{request.url.scheme}://{request.url.netloc}"
     if origin != own:
         raise Forbidden("cross-origin admin request refused")

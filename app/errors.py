@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -198,25 +198,31 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(max_bytes)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
-        except _TooLarge:
+        except _TooLarge:  # read outside a route (which answers it through its handler)
             await self._refuse(send, max_bytes)
 
     @staticmethod
     async def _refuse(send: Send, max_bytes: int) -> None:
-        response = JSONResponse(
-            status_code=413,
-            content=error_body(413, f"request body is larger than {max_bytes} bytes"),
-        )
+        response = JSONResponse(status_code=413, content=error_body(413, _too_large(max_bytes)))
         await response({"type": "http"}, _no_receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _too_large(max_bytes: int) -> str:
+    return f"request body is larger than {max_bytes} bytes"
+
+
+class _TooLarge(HTTPException):
+    """A body that grew past the limit while it was read (chunked, no Content-Length). An
+    HTTPException, because FastAPI answers any other exception raised while it reads a body
+    with 400 "There was an error parsing the body"; this one it lets through to the handler."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=_too_large(max_bytes))
 
 
 async def _no_receive() -> Message:

@@ -21,6 +21,8 @@ class NewImpression:
     placement: str
     visitor_hash: str
     simulated: bool
+    # The connection's address and user agent, hashed (app/abuse.py groups by it too).
+    client_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
                 "version_id": pick[0],
                 "placement": item.placement,
                 "visitor_hash": item.visitor_hash,
+                "client_hash": item.client_hash,
                 "simulated": item.simulated,
             }
             for item, pick in zip(items, picks, strict=True)

@@ -22,12 +22,15 @@ TASK_TARGETS: dict[str, str] = {
     "worker.generate_batch": "worker.jobs.batches:generate_batch",
     "worker.run_cycle": "worker.jobs.cycle:run_cycle",
     "worker.maybe_start_cycle": "worker.jobs.cycle:maybe_start_cycle",
+    # Needs no ML stack: it runs on serve-only deployments too.
+    "worker.flag_visitors": "worker.jobs.abuse:flag_visitors",
 }
 # Model work goes to the "ml" queue (GPU workers, concurrency 1); the rest to "default".
 TASK_QUEUES: dict[str, str] = {
     "worker.generate_batch": "ml",
     "worker.run_cycle": "ml",
     "worker.maybe_start_cycle": "default",
+    "worker.flag_visitors": "default",
 }
 
 

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
+from app.admin_auth import make_admin_throttle
 from app.artifacts import artifact_store
 from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
@@ -21,6 +22,7 @@ from app.ingest import Ingest
 from app.jobs import InProcessDispatcher, make_dispatcher
 from app.pages import STATIC_DIR
 from app.pages import admin as admin_pages
+from app.pages import docs as docs_pages
 from app.pages import public as public_pages
 from app.ratelimit import ClientRateLimit, make_rate_limiter
 from app.routers import (
@@ -34,7 +36,7 @@ from app.routers import (
     service,
     versions,
 )
-from app.scheduler import EmbeddedScheduler
+from app.scheduler import FLAGGING, LEARNING, EmbeddedScheduler
 from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
@@ -62,15 +64,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer.start()
         app.state.ingest = Ingest(writer, app.state.picker)
         app.state.image_cache = ImageCache()
+        app.state.display_cache = ImageCache()  # the display sizes (?w=)
         app.state.jobs = make_dispatcher(settings)
         app.state.artifacts = artifact_store(settings, engine)
-        scheduler = None
+        app.state.scheduler = scheduler = None
         if isinstance(app.state.jobs, InProcessDispatcher) and settings.embedded_scheduler:
-            if ml_available():
-                scheduler = EmbeddedScheduler(app.state.jobs, settings.scheduler_interval_seconds)
-                scheduler.start()
-            else:
-                log.warning("no ML stack installed: serving only, no learning cycles")
+            learning = ml_available()
+            if not learning:
+                log.warning("no ML stack installed: serving and flagging bots, no learning cycles")
+            app.state.scheduler = scheduler = EmbeddedScheduler(
+                app.state.jobs,
+                settings.scheduler_interval_seconds,
+                tasks=LEARNING if learning else FLAGGING,
+            )
+            scheduler.start()
         # Everything built so far lives as long as the process: move it out of the cyclic
         # collector's reach, so the full collections that request garbage triggers stop
         # walking the whole app (they were tail-latency pauses under load).
@@ -91,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Improve an image generator from people's interactions with its images.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # Served by app/pages/docs.py instead: FastAPI's pages load from a CDN, inline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -101,12 +111,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_limits={interactions.BATCH_PATH: settings.max_batch_body_bytes},
     )
     app.state.rate_limiter = make_rate_limiter(settings.redis_url)
+    app.state.admin_throttle = make_admin_throttle(settings.redis_url)
     app.add_middleware(
         ClientRateLimit,
         limiter=app.state.rate_limiter,
         per_minute=settings.rate_limit_ip_per_minute,
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(docs_pages.DocsPolicy)  # after (outside) SecurityHeaders: the last word
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -124,5 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(public_pages.router)
     app.include_router(admin_pages.router)
+    app.include_router(docs_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(docs_pages.ASSETS_PATH, StaticFiles(directory=docs_pages.ASSETS_DIR), name="docs")
     return app

@@ -145,6 +145,10 @@ class Impression(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"))
     placement: Mapped[str] = mapped_column(String(16))
     visitor_hash: Mapped[str] = mapped_column(String(64))
+    # Salted hash of the connection's address and user agent, whatever visitor id the page
+    # sent: the bot rules group by it too, so rotating visitor ids hides nothing (app/abuse.py).
+    # Null for impressions logged before it existed.
+    client_hash: Mapped[str | None] = mapped_column(String(64))
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -275,3 +279,17 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdminSession(Base):
+    """A dashboard sign-in (app/admin_auth.py). The cookie holds a random id; only its SHA-256
+    is stored. Valid until expires_at unless revoked (signed out) or made with another admin
+    token than today's (token_fingerprint, an HMAC: rotating the token ends it)."""
+
+    __tablename__ = "admin_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,30 +30,49 @@ class RateLimiter(Protocol):
 
 
 class MemoryRateLimiter:
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+    """Token buckets in two generations of dicts. A hit looks its key up in the current
+    generation (then the previous one, moving it forward), so it costs the same with 100
+    keys or a million. Every `window` seconds the previous generation is dropped whole and
+    the current one takes its place: a bucket untouched for a whole window (longer than any
+    bucket needs to refill, 60 s) is forgotten without any scan. A bucket overdrawn by a
+    batch far larger than the per-minute limit has its remaining debt forgiven then."""
+
+    def __init__(
+        self, *, window: float = 120.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._window = window
+        self._current: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+        self._previous: dict[str, tuple[float, float]] = {}
+        self._rotate_at = clock() + window
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """The keys held (some may be forgotten at the next rotation)."""
+        with self._lock:
+            return len(self._current) + len(self._previous)
+
     def hit(self, key: str, per_minute: int, cost: int = 1) -> float | None:
-        now = time.monotonic()
+        now = self._clock()
         rate = per_minute / 60.0
         need = float(min(cost, per_minute))
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(per_minute), now))
+            if now >= self._rotate_at:
+                # Two windows idle (or more): nothing in either generation is still draining.
+                stale = now >= self._rotate_at + self._window
+                self._previous = {} if stale else self._current
+                self._current = {}
+                self._rotate_at = now + self._window
+            bucket = self._current.get(key)
+            if bucket is None:
+                bucket = self._previous.pop(key, None)
+            tokens, last = bucket if bucket is not None else (float(per_minute), now)
             tokens = min(float(per_minute), tokens + (now - last) * rate)
             if tokens < need:
-                self._buckets[key] = (tokens, now)
+                self._current[key] = (tokens, now)
                 return (need - tokens) / rate
-            self._buckets[key] = (tokens - cost, now)  # below zero: overdrawn by a big batch
-            if len(self._buckets) > 100_000:
-                self._forget_full(now, rate)
+            self._current[key] = (tokens - cost, now)  # below zero: overdrawn by a big batch
         return None
-
-    def _forget_full(self, now: float, rate: float) -> None:
-        # Buckets that have refilled completely carry no information.
-        stale = [k for k, (_, last) in self._buckets.items() if now - last > 120]
-        for key in stale:
-            del self._buckets[key]
 
 
 class RedisRateLimiter:

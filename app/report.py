@@ -8,8 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _ci(mean: float, ci: list[float]) -> str:
-    return f"{mean:.4f}  [95% CI {ci[0]:.4f}, {ci[1]:.4f}]"
+def _ci(mean: float, ci: list[float | None], counts: list[int] | None = None) -> str:
+    """A version's PIR with its 95% interval and, when known, what it rests on."""
+    if ci[0] is None or ci[1] is None:
+        return "-  (no impression counted)"
+    rests_on = f"  ({counts[0]} imp., {counts[1]} img)" if counts else ""
+    return f"{mean:.4f}  [95% CI {ci[0]:.4f}, {ci[1]:.4f}]{rests_on}"
 
 
 def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
@@ -24,8 +28,14 @@ def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
     estimated = r.get("estimated_delta")
     rows = decision_rows(r["decision"]) if r.get("decision") else []
     rows += [
-        (f"PIR version {r['version_before']}", _ci(r["pre_mean"], r["pre_ci"])),
-        (f"PIR version {r['version_after']}", _ci(r["post_mean"], r["post_ci"])),
+        (
+            f"PIR version {r['version_before']}",
+            _ci(r["pre_mean"], r["pre_ci"], r.get("pre_counts")),
+        ),
+        (
+            f"PIR version {r['version_after']}",
+            _ci(r["post_mean"], r["post_ci"], r.get("post_counts")),
+        ),
         ("change (measured)", f"{r['delta']:+.4f}"),
         ("effect size (Cohen's d)", f"{r['effect_size']:.2f}"),
         (
@@ -38,10 +48,24 @@ def round_table(report: dict[str, Any], r: dict[str, Any]) -> Table:
             "diversity after / before",
             f"{r['diversity_post'] / max(r['diversity_pre'], 1e-12):.2f}",
         ),
+        ("realism, KID×10³ (lower: more real)", _realism(r)),
     ]
     for measure, value in rows:
         table.add_row(measure, value)
     return table
+
+
+def _realism(r: dict[str, Any]) -> str:
+    """Before -> after with standard errors, as the worker measured it; '-' where it did not."""
+
+    def one(value: float | None, se: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{1000 * value:.1f}" + (f" ± {1000 * se:.1f}" if se is not None else "")
+
+    before = one(r.get("realism_pre"), r.get("realism_pre_se"))
+    after = one(r.get("realism_post"), r.get("realism_post_se"))
+    return f"{before} -> {after}"
 
 
 def decision_rows(decision: dict[str, Any]) -> list[tuple[str, str]]:

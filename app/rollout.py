@@ -14,7 +14,7 @@ number of images per arm; the futility budget ends a rollout that cannot reach a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,27 +92,67 @@ def holdout_version_id(session: Session, settings: Settings) -> int | None:
     return version.id
 
 
-def candidate_share_now(rollout: Rollout, now: datetime) -> float:
-    return rollout.ramp_share if now < rollout.ramp_until else rollout.candidate_share
+@dataclass(frozen=True)
+class ServingPlan:
+    """Who is served, with which share, as a function of time: the candidate's share steps
+    from the ramp's to the rollout's at ramp_until. Impression pickers cache the plan and
+    evaluate it at each pick, so the switch happens at ramp_until exactly, not up to a cache
+    period later: impressions picked with the ramp's shares but logged after ramp_until would
+    unbalance the decision window and trip the sample-ratio check."""
+
+    champion_id: int | None = None
+    rest: float = 1.0
+    """The share left after the holdout."""
+    candidate_id: int | None = None
+    ramp_share: float = 0.0
+    candidate_share: float = 0.0
+    ramp_until: datetime | None = None
+    holdout: tuple[int, float] | None = None
+
+    def arms_at(self, now: datetime) -> list[tuple[int, float]]:
+        """[(version id, share of impressions)] at time now; empty when nothing is served."""
+        if self.champion_id is None:
+            return []
+        arms = [(self.champion_id, self.rest)]
+        if self.candidate_id is not None and self.ramp_until is not None:
+            share = self.ramp_share if now < self.ramp_until else self.candidate_share
+            arms = [
+                (self.champion_id, self.rest * (1 - share)),
+                (self.candidate_id, self.rest * share),
+            ]
+        if self.holdout is not None:
+            arms.append(self.holdout)
+        return arms
+
+
+def serving_plan(session: Session, settings: Settings) -> ServingPlan:
+    """The champion, a running candidate and the holdout, with their shares over time."""
+    champion = queries.serving_version(session)
+    if champion is None:
+        return ServingPlan()
+    holdout = holdout_version_id(session, settings)
+    holdout_share = settings.holdout_share if holdout not in (None, champion.id) else 0.0
+    plan = ServingPlan(
+        champion_id=champion.id,
+        rest=1.0 - holdout_share,
+        holdout=(holdout, holdout_share) if holdout_share and holdout is not None else None,
+    )
+    rollout = running_rollout(session)
+    if rollout is not None and rollout.champion_id == champion.id:
+        plan = replace(
+            plan,
+            candidate_id=rollout.candidate_id,
+            ramp_share=rollout.ramp_share,
+            candidate_share=rollout.candidate_share,
+            ramp_until=rollout.ramp_until,
+        )
+    return plan
 
 
 def serving_arms(session: Session, settings: Settings) -> list[tuple[int, float]]:
-    """[(version id, share of impressions)]: the champion, a running candidate, the holdout.
-    Empty when nothing is serving (paused, or no version yet)."""
-    champion = queries.serving_version(session)
-    if champion is None:
-        return []
-    holdout = holdout_version_id(session, settings)
-    holdout_share = settings.holdout_share if holdout not in (None, champion.id) else 0.0
-    rest = 1.0 - holdout_share
-    arms = [(champion.id, rest)]
-    rollout = running_rollout(session)
-    if rollout is not None and rollout.champion_id == champion.id:
-        share = candidate_share_now(rollout, utcnow())
-        arms = [(champion.id, rest * (1 - share)), (rollout.candidate_id, rest * share)]
-    if holdout_share and holdout is not None:
-        arms.append((holdout, holdout_share))
-    return arms
+    """[(version id, share of impressions)] now: the champion, a running candidate, the
+    holdout. Empty when nothing is serving (paused, or no version yet)."""
+    return serving_plan(session, settings).arms_at(utcnow())
 
 
 # --- Flags --------------------------------------------------------------------------------

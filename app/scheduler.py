@@ -1,24 +1,34 @@
 """The embedded default's scheduler: with no Redis (so no Celery beat), a thread of the API
-process asks the in-process job runner every few seconds whether a cycle is due. The job
-decides; the database admits one active cycle, so two API processes cannot both start one."""
+process submits the periodic jobs to the in-process job runner every few seconds: flagging
+bots always, then (with the ML stack installed) the check whether a cycle is due. The jobs
+decide; the database admits one active cycle, so two API processes cannot both start one."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from app.jobs import InProcessDispatcher
 
 log = logging.getLogger(__name__)
 
+# Flagging first: the runner has one thread, so the cycle check after it counts no impression
+# of a bot that the rules already catch.
+FLAGGING = ("worker.flag_visitors",)
+LEARNING = ("worker.flag_visitors", "worker.maybe_start_cycle")
+
 
 class EmbeddedScheduler:
-    def __init__(self, jobs: InProcessDispatcher, interval_seconds: float) -> None:
+    def __init__(
+        self, jobs: InProcessDispatcher, interval_seconds: float, tasks: Sequence[str] = LEARNING
+    ) -> None:
         self._jobs = jobs
         self._interval = interval_seconds
+        self.tasks = tuple(tasks)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pirloop-scheduler", daemon=True)
-        self._pending: str | None = None
+        self._pending: list[str] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -29,10 +39,12 @@ class EmbeddedScheduler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            # One check at a time: while a cycle runs in the job thread, checks would only pile up.
-            if self._pending is not None and not self._jobs.done(self._pending):
+            # One tick at a time: while a cycle runs in the job thread, ticks would only pile up.
+            if not all(self._jobs.done(job_id) for job_id in self._pending):
                 continue
-            try:
-                self._pending = self._jobs.submit("worker.maybe_start_cycle")
-            except Exception:
-                log.exception("could not submit the cycle check")
+            self._pending = []
+            for task in self.tasks:
+                try:
+                    self._pending.append(self._jobs.submit(task))
+                except Exception:
+                    log.exception("could not submit %s", task)

@@ -27,14 +27,21 @@ class ImpressionCreate(BaseModel):
     placement: Placement
     # A stable id the page keeps (cookie or local storage); hashed before it is stored.
     visitor_id: str | None = Field(default=None, min_length=1, max_length=128)
-    simulated: StrictBool = False
+    simulated: StrictBool = Field(
+        default=False,
+        description="traffic of simulated users, left out of the real-traffic numbers; "
+        "accepted only with the X-Pirloop-Simulation-Key header (403 without it)",
+    )
 
 
 class ImpressionRead(BaseModel):
     impression_id: int
     token: str
     image_id: int
-    image_url: str
+    image_url: str = Field(
+        description="the image: absolute on the service's PIRLOOP_PUBLIC_URL when one is "
+        "set, else relative to the service (resolve it against the URL this answer came from)"
+    )
     generator_version: int
     placement: Placement
     expires_at: datetime
@@ -84,10 +91,13 @@ class InteractionCreate(BaseModel):
 
     token: str = Field(min_length=1, max_length=512)
     kind: InteractionKind
+    # Finite only: Python's JSON parser reads Infinity, NaN and 1e400 as non-finite floats,
+    # and "inf" is a float to pydantic; each is refused here by name.
     value: float | None = Field(
         default=None,
         ge=VALUE_RANGE[0],
         le=VALUE_RANGE[1],
+        allow_inf_nan=False,
         description="rating: whole stars 1 to 5; dwell: seconds 0 to 86400; others: 1 if unset",
     )
 
@@ -244,6 +254,21 @@ class ErrorBody(BaseModel):
     detail: list[dict[str, object]] | None = None
 
 
+class ImageQuality(BaseModel):
+    """How a version's images compare with real landscapes, measured by the worker when it made
+    the version, on the same 500 latents for every version."""
+
+    realism_kid: float = Field(
+        description="kernel inception distance to held-out real landscapes in the reference "
+        "network's features (Bińkowski et al. 2018; unbiased, about 0 for real-looking images, "
+        "lower is more realistic)"
+    )
+    realism_kid_se: float = Field(description="standard error of realism_kid (jackknife)")
+    diversity: float = Field(
+        description="mean pairwise RMS distance of 8x8-pooled images (0: all identical)"
+    )
+
+
 class AdminVersionRow(VersionBase):
     """One generator version as the dashboard lists it."""
 
@@ -256,6 +281,7 @@ class AdminVersionRow(VersionBase):
     # with time; shown only where no rollout compared them).
     comparison_source: Literal["rollout", "before_after"] | None
     estimated_delta: float | None
+    quality: ImageQuality | None = None
 
 
 class LiveTraffic(BaseModel):

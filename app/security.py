@@ -20,9 +20,13 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+def is_admin_path(path: str) -> bool:
+    return path in ("/admin", "/v1/admin") or path.startswith(("/admin/", "/v1/admin/"))
+
+
 class SecurityHeaders:
-    """CSP and framing rules on HTML; nosniff on everything. Scripts and images keep no CSP of
-    their own: embed.js runs under the host page's policy, not ours."""
+    """CSP and framing rules on HTML; nosniff on everything; no-store on admin. Scripts and
+    images keep no CSP of their own: embed.js runs under the host page's policy, not ours."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,6 +40,10 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
+                if is_admin_path(scope["path"]):
+                    # Admin answers (lineage, state, exports, the dashboard) stay out of every
+                    # cache: a shared proxy's, and the browser's after sign-out.
+                    headers["Cache-Control"] = "no-store"
                 if headers.get("content-type", "").startswith("text/html"):
                     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
                     headers["X-Frame-Options"] = "DENY"

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 
 from app import queries, rollout
 from app.errors import PirloopError
+from app.models import utcnow
+from app.rollout import ServingPlan
 from app.settings import Settings
 
 
@@ -48,7 +50,7 @@ class BatchPicker:
         self._settings = settings
         self._lock = threading.Lock()
         self._queues: dict[int, _ImageQueue] = {}
-        self._arms: list[tuple[int, float]] = []
+        self._plan = ServingPlan()
         self._arms_checked_at = 0.0
         self._arms_cache_seconds = arms_cache_seconds
         self._random = random.Random(seed)
@@ -61,13 +63,14 @@ class BatchPicker:
     def _current_arms(self, session: Session) -> list[tuple[int, float]]:
         now = time.monotonic()
         if now - self._arms_checked_at > self._arms_cache_seconds:
-            self._arms = rollout.serving_arms(session, self._settings)
+            self._plan = rollout.serving_plan(session, self._settings)
             self._arms_checked_at = now
-            served = {version_id for version_id, _ in self._arms}
+            served = {version_id for version_id, _ in self._plan.arms_at(utcnow())}
             for version_id in list(self._queues):
                 if version_id not in served:
                     del self._queues[version_id]
-        return self._arms
+        # The plan is cached, its shares are not: the ramp ends at its instant in every process.
+        return self._plan.arms_at(utcnow())
 
     def _choose_arm(self, arms: list[tuple[int, float]]) -> int:
         draw = self._random.random() * sum(share for _, share in arms)

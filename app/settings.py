@@ -11,10 +11,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "dev-secret", "dev-admin-token", "secret"}
+# Outside development a secret must look random: long, of many different characters (so "a"
+# repeated, or spaces, are refused), with nothing a copy-paste could have added at either end.
+SECRET_MIN_LENGTH = 32
+SECRET_MIN_DISTINCT = 8
+SECRET_RULE = (
+    f"at least {SECRET_MIN_LENGTH} characters, at least {SECRET_MIN_DISTINCT} different ones, "
+    "no whitespace at either end; e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
+# Values never echoed in an error (they are secrets, or URLs that may carry a password).
+SECRET_SETTINGS = {"secret_key", "admin_token", "simulation_key", "database_url", "redis_url"}
+
+
+def weak_secret(value: str) -> bool:
+    return (
+        value in PLACEHOLDER_SECRETS
+        or len(value) < SECRET_MIN_LENGTH
+        or len(set(value)) < SECRET_MIN_DISTINCT
+        or value != value.strip()
+    )
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PIRLOOP_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a ValidationError's text would otherwise quote the input, secrets
+    # and all (pydantic shortens it, but keeps both ends).
+    model_config = SettingsConfigDict(
+        env_prefix="PIRLOOP_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("var")
@@ -22,8 +45,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty means jobs run in-process in a background thread; set it to use Celery on Redis.
     redis_url: str = ""
-    secret_key: str = "dev-secret"
-    admin_token: str = "dev-admin-token"
+    secret_key: str = Field(default="dev-secret", repr=False)
+    admin_token: str = Field(default="dev-admin-token", repr=False)
 
     # Artifact store for checkpoints: "database" works across machines with no shared disk;
     # "local" keeps them under artifact_dir (one machine, or a shared volume).
@@ -92,6 +115,12 @@ class Settings(BaseSettings):
     # Failed admin sign-ins (form or bearer) per address per minute before 429.
     admin_failures_per_minute: int = Field(default=10, ge=1)
     cors_origins: list[str] = []
+    # Where clients reach this service, e.g. https://pirloop.example.com: image URLs and
+    # redirects are built on it, never on the request's Host header. Empty: relative URLs.
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s/?#@]+(/[^\s?#]*)?)?$")
+    # Impressions marked simulated need this key in X-Pirloop-Simulation-Key (the simulator
+    # sends it); empty: no client may mark traffic simulated.
+    simulation_key: str = Field(default="", repr=False)
 
     @property
     def resolved_database_url(self) -> str:
@@ -114,11 +143,11 @@ class Settings(BaseSettings):
         if self.environment == "development":
             return self
         for name in ("secret_key", "admin_token"):
-            value = getattr(self, name)
-            if value in PLACEHOLDER_SECRETS or len(value) < 16:
+            # The message names the variable and the rule, never the value or a part of it.
+            if weak_secret(getattr(self, name)):
                 raise ValueError(
-                    f"PIRLOOP_{name.upper()} is a placeholder or shorter than 16 characters; "
-                    f"set a real secret when PIRLOOP_ENVIRONMENT={self.environment}"
+                    f"PIRLOOP_{name.upper()} is a placeholder or too weak; when "
+                    f"PIRLOOP_ENVIRONMENT={self.environment} set a random secret: {SECRET_RULE}"
                 )
         return self
 
@@ -145,9 +174,12 @@ def _settings_problem(exc: SettingsError | ValidationError) -> str:
     for error in exc.errors():
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["loc"]:
-            name = f"PIRLOOP_{str(error['loc'][0]).upper()}"
-            value = error.get("input")
-            problems.append(f"{name}={value!r} is not valid: {message}")
+            field = str(error["loc"][0])
+            name = f"PIRLOOP_{field.upper()}"
+            if field in SECRET_SETTINGS:
+                problems.append(f"{name} is not valid: {message}")
+            else:
+                problems.append(f"{name}={error.get('input')!r} is not valid: {message}")
         else:
             problems.append(message)
     return "; ".join(problems)

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 from app.errors import PirloopError
 
+# The id columns a token's claims are looked up in: impressions.id is BIGINT, images.id is
+# INTEGER on PostgreSQL. A claim outside them names nothing, and PostgreSQL would refuse the
+# query: a 500 with a traceback, and its group commit redone one write at a time.
+MAX_IMPRESSION_ID = 2**63 - 1
+MAX_IMAGE_ID = 2**31 - 1
+
 
 class TokenError(PirloopError):
     """The token is malformed, forged or expired; the message says which."""
@@ -61,6 +67,10 @@ def verify_impression(secret: str, token: str, *, now: float | None = None) -> I
         claims = ImpressionClaims(int(body["i"]), int(body["m"]), int(body["e"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise TokenError("token payload is malformed") from exc
+    if not (
+        1 <= claims.impression_id <= MAX_IMPRESSION_ID and 1 <= claims.image_id <= MAX_IMAGE_ID
+    ):
+        raise TokenError("token payload is malformed: an id is out of range")
     if claims.expires_at < (now if now is not None else time.time()):
         raise TokenError("token has expired")
     return claims

@@ -66,6 +66,8 @@ GROUP_BUDGETS = {
 ALPHA = 0.001
 CALIBRATED = (0.75, 1.33)
 MIN_DIVERSITY = 0.8
+REALISM_SE_MULTIPLE = 2.0
+"""A run counts as "realism worse" when KID rose by more than this many standard errors."""
 TABLE = "paper_table"
 
 
@@ -79,6 +81,7 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
 
     from worker.ml.estimator import EstimatorConfig
     from worker.ml.experiment import ExperimentConfig, run_experiment
+    from worker.ml.tuning import TuningConfig
 
     torch.set_num_threads(settings["threads"])
     budget = GROUP_BUDGETS.get(group_of(objective), GROUP_BUDGETS["three"])
@@ -94,6 +97,7 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
         seed=seed,
         steps=settings["steps"],
         estimator=EstimatorConfig(width=settings["estimator_width"]),
+        tuning=TuningConfig(realism_weight=settings.get("realism_weight", 0.0)),
     )
     result = run_experiment(cfg, progress=False)
     # From the original generator to the last tuned one, over every round.
@@ -117,6 +121,10 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
             else math.nan
         ),
         "diversity_ratio": overall["diversity_ratio"],
+        "realism_pre": overall["realism_pre"],
+        "realism_post": overall["realism_post"],
+        "realism_change": overall["realism_change"],
+        "realism_change_se": overall["realism_change_se"],
         "estimator_corr_true": result["rounds"][-1]["estimator_corr_true"],
         "per_round": [
             {k: r[k] for k in ("pre_mean", "post_mean", "delta", "p_value", "estimated_delta")}
@@ -129,6 +137,15 @@ def run_one(objective: str, seed: int, settings: dict[str, Any]) -> dict[str, An
         "steps": result["steps"],
         "seconds": result["seconds"],
     }
+
+
+def _realism_cell(row: dict[str, Any]) -> str:
+    if "realism_change" not in row:
+        return "–"
+    return (
+        f"{_kid(row['realism_pre'])} → {_kid(row['realism_post'])}"
+        f" ({1000 * row['realism_change']:+.1f} ± {1000 * row['realism_change_se']:.1f})"
+    )
 
 
 def geometric_mean_ratio(rows: list[dict[str, Any]], key: str = "estimated_over_true") -> float:
@@ -156,7 +173,20 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "estimated_over_true_median": statistics.median(ratios) if ratios else math.nan,
         "independent_over_true_geometric": geometric_mean_ratio(rows, "independent_over_true"),
         "min_diversity_ratio": min(r["diversity_ratio"] for r in rows),
+        "realism_change": statistics.mean(r.get("realism_change", math.nan) for r in rows),
+        "realism_worse": sum(realism_worse(r) for r in rows),
     }
+
+
+def realism_worse(row: dict[str, Any]) -> bool:
+    """KID rose by more than twice its standard error: tuning bought PIR with realism."""
+    change, se = row.get("realism_change", math.nan), row.get("realism_change_se", math.nan)
+    return math.isfinite(change) and math.isfinite(se) and change > REALISM_SE_MULTIPLE * se
+
+
+def _kid(value: float) -> str:
+    """KID in the usual reporting unit, ×10³."""
+    return f"{1000 * value:.1f}" if math.isfinite(value) else "–"
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,8 +220,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
         "| objective | seed | rounds × images × impressions | PIR before | PIR after | change | d"
-        " | Welch p | est./true | indep. est./true | diversity after/before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | Welch p | est./true | indep. est./true | diversity after/before"
+        " | KID×10³ before → after (change ± SE) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -199,22 +230,24 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f" | {r['rounds']} × {r['images']} × {r['impressions_per_image']}"
             f" | {r['pre_mean']:.4f} | {r['post_mean']:.4f} | {r['delta']:+.4f}"
             f" | {r['effect_size']:.2f} | {r['p_value']:.2g} | {r['estimated_over_true']:.2f}"
-            f" | {r.get('independent_over_true', math.nan):.2f} | {r['diversity_ratio']:.2f} |"
+            f" | {r.get('independent_over_true', math.nan):.2f} | {r['diversity_ratio']:.2f}"
+            f" | {_realism_cell(r)} |"
         )
     lines += [
         "",
         "Per objective, over its seeds (p: the largest of them):",
         "",
         "| objective | seeds significant | PIR before | PIR after | change | d | max p"
-        " | est./true | min diversity |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | est./true | min diversity | mean KID×10³ change | runs with KID worse |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary["objectives"].items():
         lines.append(
             f"| `{name}` | {s['significant']} / {s['runs']} | {s['pre_mean']:.4f}"
             f" | {s['post_mean']:.4f} | {s['delta']:+.4f} | {s['effect_size']:.2f}"
             f" | {s['max_p_value']:.2g} | {s['estimated_over_true']:.2f}"
-            f" | {s['min_diversity_ratio']:.2f} |"
+            f" | {s['min_diversity_ratio']:.2f} | {_kid(s['realism_change'])}"
+            f" | {s['realism_worse']} / {s['runs']} |"
         )
     lines += [
         "",
@@ -244,7 +277,10 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         f" {overall['independent_over_true_geometric']:.2f} (geometric mean);"
         f" {overall['opposite_signs']} run(s) where the"
         f" estimate and the true change had opposite signs; diversity after / before at least"
-        f" {overall['min_diversity_ratio']:.2f} (target ≥ {MIN_DIVERSITY}).",
+        f" {overall['min_diversity_ratio']:.2f} (target ≥ {MIN_DIVERSITY}); realism (KID"
+        f" against held-out real landscapes, worker/ml/realism.py) worse by more than"
+        f" {REALISM_SE_MULTIPLE:g} standard errors in {overall['realism_worse']} run(s), mean"
+        f" KID×10³ change {_kid(overall['realism_change'])}.",
     ]
     return "\n".join(lines)
 
@@ -275,20 +311,22 @@ def scatter_svg(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def write_outputs(rows: list[dict[str, Any]], settings: dict[str, Any], seconds: float) -> Path:
+def write_outputs(
+    rows: list[dict[str, Any]], settings: dict[str, Any], seconds: float, table: str = TABLE
+) -> Path:
     rows = sorted(rows, key=lambda r: (list(GROUPS).index(r["group"]), r["objective"], r["seed"]))
     summary = summarise(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{TABLE}.md").write_text(markdown(rows, summary) + "\n")
-    (RESULTS / f"{TABLE}.svg").write_text(scatter_svg(rows) + "\n")
+    (RESULTS / f"{table}.md").write_text(markdown(rows, summary) + "\n")
+    (RESULTS / f"{table}.svg").write_text(scatter_svg(rows) + "\n")
     return write_result(
-        TABLE, {"settings": settings, "rows": rows, "summary": summary, "seconds": seconds}
+        table, {"settings": settings, "rows": rows, "summary": summary, "seconds": seconds}
     )
 
 
 def previous_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of an earlier run with the same settings (for --resume)."""
-    path = RESULTS / f"{TABLE}.json"
+    path = RESULTS / f"{settings['name']}.json"
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
@@ -301,7 +339,9 @@ def previous_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return list(data.get("rows", []))
 
 
-RUN_SETTINGS = ("preset", "images", "impressions", "rounds", "steps", "estimator_width")
+RUN_SETTINGS = (
+    "preset", "images", "impressions", "rounds", "steps", "estimator_width", "realism_weight"
+)  # fmt: skip
 
 
 def main() -> None:
@@ -314,6 +354,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="as --images")
     parser.add_argument("--steps", type=int, default=None, help="tuning steps; default tuning's")
     parser.add_argument("--estimator-width", type=int, default=16)
+    parser.add_argument(
+        "--realism-weight", type=float, default=0.0, help="tuning's realism guard (0: off)"
+    )
+    parser.add_argument("--name", default=TABLE, help="results file name under bench/results")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -323,9 +367,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render:
-        data = json.loads((RESULTS / f"{TABLE}.json").read_text())
-        write_outputs(data["rows"], data["settings"], data["seconds"])
-        print((RESULTS / f"{TABLE}.md").read_text())
+        data = json.loads((RESULTS / f"{args.name}.json").read_text())
+        write_outputs(data["rows"], data["settings"], data["seconds"], args.name)
+        print((RESULTS / f"{args.name}.md").read_text())
         return
     groups = list(GROUPS) if "all" in args.group else args.group
     objectives = args.objectives or [o for group in groups for o in GROUPS[group]]
@@ -336,7 +380,7 @@ def main() -> None:
     print(f"{len(todo)} runs to do ({len(done)} kept), {args.jobs} at a time", flush=True)
 
     started = time.monotonic()
-    path = RESULTS / f"{TABLE}.json"
+    path = RESULTS / f"{args.name}.json"
     # spawn: each run imports torch afresh instead of inheriting a forked interpreter's state.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
@@ -355,12 +399,14 @@ def main() -> None:
                     f"{objective:24} seed {seed}: {row['pre_mean']:.4f} -> "
                     f"{row['post_mean']:.4f} d={row['effect_size']:.2f} "
                     f"p={row['p_value']:.2g} est/true={row['estimated_over_true']:.2f} "
-                    f"div={row['diversity_ratio']:.2f} ({row['seconds']:.0f} s)",
+                    f"div={row['diversity_ratio']:.2f} "
+                    f"KID×10³ {1000 * row['realism_change']:+.1f}±"
+                    f"{1000 * row['realism_change_se']:.1f} ({row['seconds']:.0f} s)",
                     flush=True,
                 )
-                path = write_outputs(rows, settings, time.monotonic() - started)
-    print((RESULTS / f"{TABLE}.md").read_text())
-    print(f"wrote {path}, {RESULTS / f'{TABLE}.md'}, {RESULTS / f'{TABLE}.svg'}")
+                path = write_outputs(rows, settings, time.monotonic() - started, args.name)
+    print((RESULTS / f"{args.name}.md").read_text())
+    print(f"wrote {path}, {RESULTS / f'{args.name}.md'}, {RESULTS / f'{args.name}.svg'}")
 
 
 if __name__ == "__main__":

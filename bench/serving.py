@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 
@@ -90,7 +91,7 @@ def main() -> None:
             base = f"http://127.0.0.1:{ports['pirloop']}"
             wait_http(f"{base}/readyz")
             served = httpx.post(f"{base}/v1/impressions", json={"placement": "background"}).json()
-            png = httpx.get(served["image_url"]).content
+            png = httpx.get(urljoin(base + "/", served["image_url"])).content
             png_path = work / "static" / "image.png"
             png_path.write_bytes(png)
             with (

@@ -24,6 +24,9 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_POSTGRES = os.environ.get("PIRLOOP_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 TEST_ADMIN = "test-admin-token-0123456789abcdef"
+# What the simulator sends in X-Pirloop-Simulation-Key to mark its traffic simulated.
+TEST_SIMULATION_KEY = "test-simulation-key-0123456789abcdef"
+SIMULATION_HEADERS = {"X-Pirloop-Simulation-Key": TEST_SIMULATION_KEY}
 
 
 def postgres_reachable() -> bool:
@@ -97,6 +100,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "data_dir": tmp_path,
         "secret_key": TEST_SECRET,
         "admin_token": TEST_ADMIN,
+        "simulation_key": TEST_SIMULATION_KEY,
         "redis_url": "",
         "batch_size": 8,
         "embedded_scheduler": False,
@@ -112,6 +116,7 @@ def service_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         "PIRLOOP_ENVIRONMENT": "test",
         "PIRLOOP_SECRET_KEY": TEST_SECRET,
         "PIRLOOP_ADMIN_TOKEN": TEST_ADMIN,
+        "PIRLOOP_SIMULATION_KEY": TEST_SIMULATION_KEY,
         "PIRLOOP_DATA_DIR": str(data_dir),
         "PIRLOOP_DATABASE_URL": "",
         "PIRLOOP_REDIS_URL": "",

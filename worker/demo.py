@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,8 @@ class DemoPlan:
     rate: float = 0.0
     tuning_steps: int | None = None
     preset: str = "cpu-small"
+    # The demo's own PIRLOOP_SIMULATION_KEY: its service takes its simulated users' traffic.
+    simulation_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
 
 # How often the demo service's scheduler looks (PIRLOOP_SCHEDULER_INTERVAL_SECONDS).
@@ -75,7 +78,8 @@ def kept_service_note(plan: DemoPlan, url: str, champion: int | None) -> str:
         f"scheduler starts a learning cycle once {now} has {plan.impressions} counted "
         "impressions per image (simulated ones count here; the demo's traffic may already "
         "be enough), so a newer version soon shows on the dashboard as a candidate, and "
-        "waits there for traffic to decide it. Drive it with: pirloop simulate --url "
+        "waits there for traffic to decide it. Drive it with: "
+        f"PIRLOOP_SIMULATION_KEY={plan.simulation_key} pirloop simulate --url "
         f"{url} --objective {plan.objective} --duration 300. Keep {now}: press Pause "
         "serving on the dashboard, or stop the service (Ctrl-C)."
     )
@@ -93,6 +97,8 @@ def _serving_version(url: str) -> int | None:
 def demo_env(plan: DemoPlan) -> dict[str, str]:
     env = {
         "PIRLOOP_ENVIRONMENT": "development",
+        # The demo's simulated users mark their traffic simulated with this key.
+        "PIRLOOP_SIMULATION_KEY": plan.simulation_key,
         "PIRLOOP_DATA_DIR": str(plan.data_dir),
         "PIRLOOP_DATABASE_URL": "",
         "PIRLOOP_REDIS_URL": "",
@@ -166,6 +172,7 @@ def run_demo(plan: DemoPlan) -> dict[str, object]:
                 rate=plan.rate,
                 json_path=str(plan.data_dir / "demo.json"),
                 grid_path=str(plan.data_dir / "before_after.png"),
+                simulation_key=plan.simulation_key,
             )
         )
         print_loop_report(report, console)

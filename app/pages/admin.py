@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from app import dashboard, plots, queries, rollout
+from app import admin_auth, dashboard, plots, queries, rollout
 from app.deps import (
     ADMIN_COOKIE,
     IdPath,
@@ -21,10 +21,11 @@ from app.deps import (
     PickerDep,
     SessionDep,
     SettingsDep,
+    check_admin,
+    count_admin_failure,
     is_admin_token,
-    presented_admin_token,
+    refuse_if_throttled,
     require_same_origin,
-    throttle_admin_failure,
 )
 from app.measurement import MIN_IMAGES_FOR_SIGNIFICANCE
 from app.models import GeneratorVersion, VersionStatus
@@ -54,52 +55,78 @@ TUNING_CURVES = (
 SAMPLE_VERSIONS = 6
 
 
-def _signed_in(request: Request, settings: Settings) -> bool:
-    return is_admin_token(settings, presented_admin_token(request))
+def _signed_in(request: Request, settings: Settings, session: Session) -> bool:
+    """A valid token or session; a wrong one is counted against the address (a missing one is
+    not: that is a first visit). 429 while the address is throttled."""
+    return check_admin(request, settings, session) is True
 
 
 def _to_login() -> RedirectResponse:
-    return RedirectResponse(LOGIN, status_code=303)
+    response = RedirectResponse(LOGIN, status_code=303)
+    # A cookie that did not sign in (expired, revoked, an old token's) is dropped, so the
+    # browser does not present it again and again.
+    _forget_cookie(response)
+    return response
+
+
+def _forget_cookie(response: Response) -> None:
+    response.delete_cookie(ADMIN_COOKIE, path="/", httponly=True, samesite="strict")
+
+
+async def form_token(request: Request) -> str:
+    """The login form's one field. A urlencoded form parsed by hand: one field does not warrant
+    python-multipart."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    return (form.get("token") or [""])[0].strip()
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, settings: SettingsDep) -> Response:
-    if _signed_in(request, settings):
+def login_form(request: Request, settings: SettingsDep, session: SessionDep) -> Response:
+    if _signed_in(request, settings, session):
         return RedirectResponse("/admin", status_code=303)
-    return templates.TemplateResponse(request, "admin_login.html", {"title": "Sign in"})
+    response = templates.TemplateResponse(request, "admin_login.html", {"title": "Sign in"})
+    if ADMIN_COOKIE in request.cookies:
+        _forget_cookie(response)
+    return response
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=SAME_ORIGIN)
-async def login(request: Request, settings: SettingsDep) -> Response:
-    # A urlencoded form parsed by hand: one field does not warrant python-multipart.
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    token = (form.get("token") or [""])[0].strip()
+def login(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    token: Annotated[str, Depends(form_token)],
+) -> Response:
+    refuse_if_throttled(request, settings)
     if not is_admin_token(settings, token):
-        throttle_admin_failure(request, settings)
+        count_admin_failure(request)
         return templates.TemplateResponse(
             request,
             "admin_login.html",
             {"title": "Sign in", "error": "That is not the admin token."},
             status_code=401,
         )
+    # The cookie carries a random session id, never the token: sign-out revokes it.
+    session_id = admin_auth.start_session(session, settings)
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         ADMIN_COOKIE,
-        token,
+        session_id,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        max_age=12 * 3600,
+        max_age=admin_auth.SESSION_SECONDS,
         path="/",
     )
     return response
 
 
 @router.post("/logout", dependencies=SAME_ORIGIN)
-def logout() -> RedirectResponse:
-    response = _to_login()
-    response.delete_cookie(ADMIN_COOKIE, path="/", httponly=True, samesite="strict")
-    return response
+def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    session_id = request.cookies.get(ADMIN_COOKIE)
+    if session_id is not None:
+        admin_auth.end_session(session, session_id)
+    return _to_login()
 
 
 def _floats(value: Any) -> list[float]:
@@ -284,7 +311,7 @@ def _context(
 
 @router.get("", response_class=HTMLResponse)
 def admin_page(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    if not _signed_in(request, settings):
+    if not _signed_in(request, settings, session):
         return _to_login()
     return templates.TemplateResponse(request, "admin.html", _context(request, session, settings))
 
@@ -315,7 +342,7 @@ def _act(
 ) -> Response:
     """A form action: signed in, the action, its refusal shown on the page, or the commit
     (and the picker told, when serving changed) and a redirect with the notice."""
-    if not _signed_in(request, settings):
+    if not _signed_in(request, settings, session):
         return _to_login()
     try:
         action()

@@ -24,6 +24,11 @@ GUARDRAILS = {
 }
 # The guardrail each placement checks (app/measurement.py's guardrail_arms).
 PLACEMENT_GUARDRAIL = {"background": "dwell_seconds", "rating": "skip_rate"}
+# A change in PIR or in the skip rate is a difference of two rates in [0, 1]: with little data
+# the always-valid interval is wider than [-1, 1], and is shown cut to what is possible (as the
+# holdout's gain is). Dwell seconds have no such bound.
+RATE_CHANGE = (-1.0, 1.0)
+RATE_METRICS = {"pir", "skip_rate"}
 HISTORY_ROWS = 12
 
 
@@ -55,13 +60,14 @@ class Interval:
     ci_high: float | None
 
     @classmethod
-    def of(cls, evidence: Any) -> Interval:
+    def of(cls, evidence: Any, *, bounds: tuple[float, float] | None = None) -> Interval:
+        """The stored estimate and interval; the interval cut to `bounds` when given."""
         values = _mapping(evidence)
-        return cls(
-            _number(values.get("delta")),
-            _number(values.get("ci_low")),
-            _number(values.get("ci_high")),
-        )
+        low, high = _number(values.get("ci_low")), _number(values.get("ci_high"))
+        if bounds is not None:
+            low = None if low is None else max(bounds[0], low)
+            high = None if high is None else min(bounds[1], high)
+        return cls(_number(values.get("delta")), low, high)
 
     @property
     def known(self) -> bool:
@@ -151,7 +157,7 @@ class DecisionRow:
 
 def _look(check: RolloutCheck) -> plots.RolloutLook:
     evidence = _mapping(check.evidence)
-    change = Interval.of(evidence.get("primary"))
+    change = Interval.of(evidence.get("primary"), bounds=RATE_CHANGE)
     return plots.RolloutLook(
         impressions=check.candidate_impressions,
         delta=change.delta,
@@ -194,7 +200,7 @@ def _guardrails(evidence: Mapping[str, Any]) -> list[Guardrail]:
                 name=name,
                 label=label,
                 higher_is_better=higher_is_better,
-                change=Interval.of(values),
+                change=Interval.of(values, bounds=RATE_CHANGE if name in RATE_METRICS else None),
                 alpha=_number(_mapping(values).get("alpha")),
                 breached=name in breached_names,
             )
@@ -222,7 +228,7 @@ def live_comparison(
         reason=str(latest["reason"]) if latest.get("reason") else None,
         checked_at=_when(latest.get("checked_at")),
         frozen=bool(latest.get("frozen")),
-        primary=Interval.of(primary),
+        primary=Interval.of(primary, bounds=RATE_CHANGE),
         p_value=_number(primary.get("p_value")),
         e_value=_number(primary.get("e_value")),
         alpha=_number(_mapping(running.policy).get("alpha")) or 0.05,
@@ -296,7 +302,7 @@ def decision_history(session: Session, *, limit: int = HISTORY_ROWS) -> Sequence
             reason=row.reason or _reason(row.latest),
             started_at=row.started_at,
             decided_at=row.decided_at,
-            final=Interval.of(_mapping(row.latest).get("primary")),
+            final=Interval.of(_mapping(row.latest).get("primary"), bounds=RATE_CHANGE),
         )
         for row in rollout.list_rollouts(session, limit=limit)
     ]

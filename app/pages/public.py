@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from app.deps import SettingsDep
 from app.pages import STATIC_DIR, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -23,9 +24,10 @@ def rate(request: Request) -> HTMLResponse:
 
 
 @router.get("/demo/host", response_class=HTMLResponse)
-def demo_host(request: Request) -> HTMLResponse:
-    """A page as a site embedding pirloop would have it."""
-    base = str(request.base_url).rstrip("/")
+def demo_host(request: Request, settings: SettingsDep) -> HTMLResponse:
+    """A page as a site embedding pirloop would have it. The snippets name the service by
+    PIRLOOP_PUBLIC_URL, never by the request's Host header (which the client chooses)."""
+    base = settings.public_url.rstrip("/") or "https://PIRLOOP-HOST"
     return templates.TemplateResponse(
         request, "demo_host.html", {"title": "Embed demo", "base": base}
     )

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from app.deps import IngestDep, SettingsDep
 from app.errors import INVALID, RATE_LIMITED, UNAVAILABLE, responses
 from app.models import Placement
+from app.routers.images import DisplayWidth
 from app.routers.impressions import serve_impression
 from app.schemas import ImpressionCreate
 from app.serving import NothingToServe
@@ -42,13 +43,16 @@ async def embed_image(
     settings: SettingsDep,
     ingest: IngestDep,
     placement: Placement = Placement.background,
+    w: DisplayWidth = None,
 ) -> Response:
     """`<img src="https://HOST/v1/embed/image">`: log an impression and redirect (303, not
-    cached) to its image. No interactions can be reported this way, only impressions."""
+    cached) to its image, at display width `w` when given (as in `GET /v1/images/{id}`). No
+    interactions can be reported this way, only impressions."""
     try:
         served = await serve_impression(
             ImpressionCreate(placement=placement), request, settings=settings, ingest=ingest
         )
     except NothingToServe:
         return Response(content=BLANK_PNG, media_type="image/png", headers=NO_STORE)
-    return RedirectResponse(served.image_url, status_code=303, headers=NO_STORE)
+    location = served.image_url if w is None else f"{served.image_url}?w={w}"
+    return RedirectResponse(location, status_code=303, headers=NO_STORE)

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 
 from app.deps import IngestDep, SettingsDep
-from app.errors import PUBLIC_WRITE, UNREADABLE_BODY, RateLimited, responses
+from app.errors import (
+    PUBLIC_WRITE,
+    UNREADABLE_BODY,
+    Forbidden,
+    RateLimited,
+    Responses,
+    error_response,
+    responses,
+)
 from app.ingest import Ingest, NewImpression
 from app.ratelimit import RateLimiter, too_many
 from app.routers.images import image_url
@@ -20,6 +30,39 @@ router = APIRouter(
 )
 
 VISITOR_COOKIE = "pirloop_vid"
+SIMULATION_KEY_HEADER = "X-Pirloop-Simulation-Key"
+SimulationKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=SIMULATION_KEY_HEADER,
+        description="PIRLOOP_SIMULATION_KEY: needed to mark an impression `simulated`",
+    ),
+]
+SIMULATED_REFUSED: Responses = {
+    403: error_response(
+        "`simulated` was set without the service's simulation key (X-Pirloop-Simulation-Key)"
+    )
+}
+
+
+def check_simulated(settings: Settings, body: ImpressionCreate, key: str | None) -> None:
+    """Only the operator's simulator may mark traffic simulated: a public client that could
+    would take its impressions out of the real-traffic numbers at will. Refused rather than
+    ignored, so a simulator without the key stops at once instead of passing its clicks off
+    as real people's."""
+    if not body.simulated:
+        return
+    if not settings.simulation_key:
+        raise Forbidden("this service takes no simulated traffic (PIRLOOP_SIMULATION_KEY is unset)")
+    if key is None or not hmac.compare_digest(key.encode(), settings.simulation_key.encode()):
+        raise Forbidden(f"simulated impressions need the simulation key in {SIMULATION_KEY_HEADER}")
+
+
+def raw_client(request: Request) -> str:
+    """The connection's address and user agent: unlike a visitor id, not a free choice of
+    the client for every request. Only a salted hash of this is stored."""
+    host = request.client.host if request.client else "unknown"
+    return f"ip:{host}|ua:{request.headers.get('user-agent', '')[:256]}"
 
 
 def raw_visitor(request: Request, body: ImpressionCreate) -> str:
@@ -29,8 +72,7 @@ def raw_visitor(request: Request, body: ImpressionCreate) -> str:
         return "id:" + body.visitor_id
     if cookie := request.cookies.get(VISITOR_COOKIE):
         return "id:" + cookie[:128]
-    host = request.client.host if request.client else "unknown"
-    return f"ip:{host}|ua:{request.headers.get('user-agent', '')[:256]}"
+    return raw_client(request)
 
 
 # What a client does with a served impression: fetch its image, report an interaction with
@@ -59,12 +101,20 @@ IMPRESSION_LINKS = {
 }
 
 
-@router.post("", status_code=201, responses={201: {"links": IMPRESSION_LINKS}})
+@router.post(
+    "", status_code=201, responses=responses(SIMULATED_REFUSED, {201: {"links": IMPRESSION_LINKS}})
+)
 async def create_impression(
-    body: ImpressionCreate, request: Request, settings: SettingsDep, ingest: IngestDep
+    body: ImpressionCreate,
+    request: Request,
+    settings: SettingsDep,
+    ingest: IngestDep,
+    simulation_key: SimulationKeyHeader = None,
 ) -> ImpressionRead:
     """Serve the next image (the champion's, a rollout candidate's or the holdout's, drawn at
-    random with the arms' shares) and log the impression."""
+    random with the arms' shares) and log the impression. `simulated: true` (the simulator's
+    traffic) needs the service's simulation key in X-Pirloop-Simulation-Key: 403 without."""
+    check_simulated(settings, body, simulation_key)
     return await serve_impression(body, request, settings=settings, ingest=ingest)
 
 
@@ -83,7 +133,12 @@ async def serve_impression(
                 "too many impressions for this visitor", retry_after=headers["Retry-After"]
             )
     stored = await ingest.log_impression(
-        NewImpression(placement=body.placement, visitor_hash=visitor_hash, simulated=body.simulated)
+        NewImpression(
+            placement=body.placement,
+            visitor_hash=visitor_hash,
+            simulated=body.simulated,
+            client_hash=hash_visitor(settings.secret_key, raw_client(request)),
+        )
     )
     token, expires_at = sign_impression(
         settings.secret_key,
@@ -95,7 +150,7 @@ async def serve_impression(
         impression_id=stored.impression_id,
         token=token,
         image_id=stored.image_id,
-        image_url=image_url(request, stored.image_id),
+        image_url=image_url(settings, stored.image_id),
         generator_version=stored.version_id,
         placement=body.placement,
         expires_at=datetime.fromtimestamp(expires_at, UTC),

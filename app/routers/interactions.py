@@ -70,6 +70,10 @@ async def beacon_body(request: Request) -> InteractionCreate:
         raise RequestValidationError(
             [{"loc": ("body",), "msg": "body is not valid JSON", "type": "json_invalid"}]
         ) from exc
+    except RecursionError as exc:  # nested deeper than the parser's recursion limit
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "body is nested too deeply", "type": "json_invalid"}]
+        ) from exc
     try:
         return InteractionCreate.model_validate(data)
     except ValidationError as exc:

@@ -3,6 +3,7 @@
  *   <script src="https://HOST/embed.js" data-placement="background" data-target="#hero" async></script>
  *
  * It asks for an impression, sets the target's background (cover) once the image has loaded,
+ * at the smallest display width the service offers that covers the element on this screen,
  * and reports a click on the element and the time it was visible (when the page is hidden or
  * closed) with navigator.sendBeacon. It never adds elements (no layout shift) and never
  * throws: when pirloop is down, paused or slow, the host page simply keeps its own look.
@@ -17,6 +18,20 @@
   var selector = script.getAttribute("data-target");
   var STORAGE_KEY = "pirloop_vid";
   var TIMEOUT_MS = 4000;
+  // The widths GET /v1/images/{id}?w= serves: DISPLAY_WIDTHS in app/image_sizes.py.
+  var WIDTHS = [128, 256, 512, 1024, 1280, 1920];
+
+  // Device pixels the image is drawn across: a square image with background-size: cover is
+  // max(width, height) CSS pixels wide. Then the smallest served width at least that wide
+  // (the largest for anything wider).
+  function displayWidth(target) {
+    var rect = target.getBoundingClientRect();
+    var needed = Math.max(rect.width, rect.height) * (window.devicePixelRatio || 1);
+    for (var i = 0; i < WIDTHS.length; i++) {
+      if (WIDTHS[i] >= needed) return WIDTHS[i];
+    }
+    return WIDTHS[WIDTHS.length - 1];
+  }
 
   function visitorId() {
     try {
@@ -70,16 +85,23 @@
 
   function show(target, impression) {
     var image = new Image();
+    // image_url is relative to pirloop unless it has PIRLOOP_PUBLIC_URL: never to this page.
+    var url;
+    try {
+      var parsed = new URL(impression.image_url, base + "/");
+      parsed.searchParams.set("w", String(displayWidth(target)));
+      url = parsed.href;
+    } catch (e) { return; }
     image.onload = function () {
       try {
-        target.style.backgroundImage = 'url("' + impression.image_url.replace(/"/g, "%22") + '")';
+        target.style.backgroundImage = 'url("' + url.replace(/"/g, "%22") + '")';
         target.style.backgroundSize = "cover";
         target.style.backgroundPosition = "center";
         target.setAttribute("data-pirloop-impression", String(impression.impression_id));
         track(target, impression);
       } catch (e) { /* ignore */ }
     };
-    image.src = impression.image_url;
+    image.src = url;
   }
 
   function start() {

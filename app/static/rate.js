@@ -14,6 +14,23 @@
   var current = null;   // the impression on screen
   var upcoming = null;  // a promise of the next impression, its image already loaded
   var busy = false;
+  // The widths GET /v1/images/{id}?w= serves: DISPLAY_WIDTHS in app/image_sizes.py.
+  var WIDTHS = [128, 256, 512, 1024, 1280, 1920];
+
+  // The prompt's frame is square, at most 32rem wide: ask for the smallest served width that
+  // fills it at this screen's density (512 on most screens, 1024 on a 2x one), so the image
+  // is resampled once on the server instead of stretched by the browser.
+  function promptUrl(imageUrl) {
+    var frame = img.parentElement.getBoundingClientRect();
+    var needed = Math.max(frame.width, frame.height) * (window.devicePixelRatio || 1);
+    var width = WIDTHS[WIDTHS.length - 1];
+    for (var i = 0; i < WIDTHS.length; i++) {
+      if (WIDTHS[i] >= needed) { width = WIDTHS[i]; break; }
+    }
+    var url = new URL(imageUrl, window.location.href);
+    url.searchParams.set("w", String(width));
+    return url.href;
+  }
 
   function stored(key) { try { return window.localStorage.getItem(key); } catch (e) { return null; } }
   function store(key, value) { try { window.localStorage.setItem(key, value); } catch (e) { /* private mode */ } }
@@ -48,11 +65,12 @@
       if (!response.ok) throw new Error(response.status === 503 ? "paused" : "error");
       return response.json();
     }).then(function (impression) {
+      impression.display_url = promptUrl(impression.image_url);
       return new Promise(function (resolve, reject) {
         var preload = new Image();
         preload.onload = function () { resolve(impression); };
         preload.onerror = function () { reject(new Error("image")); };
-        preload.src = impression.image_url;
+        preload.src = impression.display_url;
       });
     });
   }
@@ -63,7 +81,7 @@
     setState("loading", "Loading…");
     pending.then(function (impression) {
       current = impression;
-      img.src = impression.image_url;
+      img.src = impression.display_url;
       img.setAttribute("data-impression", String(impression.impression_id));
       stars.forEach(function (b) { b.classList.remove("chosen"); });
       if (document.activeElement && document.activeElement.blur) document.activeElement.blur();

@@ -11,6 +11,7 @@ from app.database import make_engine
 from app.models import Impression, Interaction
 from app.settings import Settings
 from app.tokens import sign_impression
+from tests.conftest import SIMULATION_HEADERS
 
 
 def impression(client: TestClient, placement: str = "rating", **extra: object) -> dict:
@@ -178,7 +179,11 @@ def test_pir_aggregates(client: TestClient, settings: Settings) -> None:
     assert summary["ci_low"] < summary["pir"] < summary["ci_high"]
 
     # Simulated traffic is left out unless asked for.
-    sim = impression(client, "background", simulated=True)
+    sim = client.post(
+        "/v1/impressions",
+        json={"placement": "background", "simulated": True},
+        headers=SIMULATION_HEADERS,
+    ).json()
     client.post("/v1/interactions", json={"token": sim["token"], "kind": "click"})
     real_only = client.get(f"/v1/versions/{version}/pir?placement=background").json()
     with_sim = client.get(

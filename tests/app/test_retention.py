@@ -13,6 +13,7 @@ from app.models import Impression, Interaction, VersionStatus, utcnow
 from app.placeholder import placeholder_batch
 from app.retention import purge_old_events
 from app.settings import Settings
+from tests.conftest import SIMULATION_HEADERS
 
 
 def test_purge_keeps_pir_and_drops_rows(client: TestClient, settings: Settings) -> None:
@@ -22,7 +23,11 @@ def test_purge_keeps_pir_and_drops_rows(client: TestClient, settings: Settings) 
     ]
     for item in served[::2]:
         client.post("/v1/interactions", json={"token": item["token"], "kind": "click"})
-    sim = client.post("/v1/impressions", json={"placement": "background", "simulated": True})
+    sim = client.post(
+        "/v1/impressions",
+        json={"placement": "background", "simulated": True},
+        headers=SIMULATION_HEADERS,
+    )
     old_version = served[0]["generator_version"]
     before = client.get(f"/v1/versions/{old_version}/images").json()
     before_summary = client.get(f"/v1/versions/{old_version}/pir").json()

@@ -4,6 +4,7 @@ the service's own decision code reading them at every tick."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -313,3 +314,33 @@ def test_training_set_holds_every_arm(sessions: object, rollout_settings: Settin
             champion.id,
             rejected.id,
         }
+
+
+def test_the_ramp_ends_at_its_instant_even_in_a_caching_picker(
+    sessions: object, rollout_settings: Settings
+) -> None:
+    """The picker caches who is served (a database read per cache period), but the shares are
+    evaluated at each pick: impressions picked after ramp_until are split at the rollout's
+    share at once. With the shares cached too, a cache period of ramp-share impressions fell
+    into the decision window and the first look after the ramp saw a sample-ratio mismatch
+    ([352, 203] for 50/50 in a demo)."""
+    from app.serving import BatchPicker
+
+    settings = rollout_settings.model_copy(
+        update={"rollout_ramp_seconds": 3600, "rollout_ramp_share": 0.01, "holdout_share": 0.0}
+    )
+    with session_scope(sessions) as session:  # type: ignore[arg-type]
+        champion = add_version(session, status=VersionStatus.ready, parent_id=None, seed=0)
+        queries.promote_version(session, champion.id)
+        candidate = add_version(session, status=VersionStatus.ready, parent_id=champion.id, seed=9)
+        started = rollout.start_rollout(session, settings, candidate)
+        assert started is not None
+        started.ramp_until = utcnow() + timedelta(seconds=0.5)
+        session.flush()
+        picker = BatchPicker(settings, arms_cache_seconds=3600, seed=1)
+        during = [picker.pick(session)[0] for _ in range(400)]
+        assert during.count(candidate.id) < 20  # the ramp's 1%
+        # The ramp ends well inside the picker's cache period (an hour): no re-read.
+        time.sleep(0.6)
+        after = [picker.pick(session)[0] for _ in range(400)]
+        assert 150 < after.count(candidate.id) < 250  # the rollout's 50%

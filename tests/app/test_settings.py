@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.settings import Settings
+from tests.conftest import TEST_ADMIN, TEST_SECRET
 
 
 def test_embedded_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -27,7 +28,7 @@ def test_environment_switches_to_postgres(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize("name", ["secret_key", "admin_token"])
 def test_placeholder_secrets_refused_outside_development(name: str) -> None:
-    good = {"secret_key": "s" * 32, "admin_token": "a" * 32}
+    good = {"secret_key": TEST_SECRET, "admin_token": TEST_ADMIN}
     Settings(environment="production", **good)  # real secrets pass
     with pytest.raises(ValidationError, match=f"PIRLOOP_{name.upper()}"):
         Settings(environment="production", **{**good, name: "changeme"})

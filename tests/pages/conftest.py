@@ -99,9 +99,11 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """docs/screenshots with PIRLOOP_SCREENSHOTS=1 (to refresh the committed ones), else tmp."""
+    """var/screenshots-tests with PIRLOOP_SCREENSHOTS=1 (to look at them), else tmp. These show
+    the seeded placeholder images; docs/screenshots come from real generator output through
+    `make screenshots` (bench/screenshots.py)."""
     if os.environ.get("PIRLOOP_SCREENSHOTS") == "1":
-        path = REPO / "docs" / "screenshots"
+        path = REPO / "var" / "screenshots-tests"
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("screenshots")

@@ -6,14 +6,21 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_ADMIN
+from app import migrate
+from app.placeholder import placeholder_batch
+from app.settings import Settings
+from tests.conftest import TEST_ADMIN, make_settings, service_env
+from tests.live import live_server
 from tests.pages.conftest import Site
+from tests.pages.seed import Seeded, seed_history
+from tests.rollouts import roll_out_candidate
 
 pytestmark = pytest.mark.browser
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN}"}
@@ -216,33 +223,276 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     assert page.errors == []
 
 
-# Last in this file: it rolls the seeded service back, which the tests above do not expect.
-def test_versions_table_fits_1280_and_its_buttons_work(site: Site, page: Any) -> None:
-    page.set_viewport_size({"width": 1280, "height": 800})
-    page.goto(f"{site.base}/admin/login")
-    page.fill("#token", TEST_ADMIN)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{site.base}/admin")
-    wrap = page.locator("#versions .table-wrap")
-    sizes = wrap.evaluate("el => [el.scrollWidth, el.clientWidth]")
-    assert sizes[0] <= sizes[1], f"the versions table scrolls sideways at 1280 px: {sizes}"
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
-    buttons = page.locator("#versions tbody button")
-    assert buttons.count() >= 2  # roll back to v1 or v2
-    for index in range(buttons.count()):
-        box = buttons.nth(index).bounding_box()
-        assert box is not None
-        assert box["x"] + box["width"] <= 1280
-    # Clicking asks first (dismissed: nothing happens), then acts.
-    target = page.locator("#versions tbody tr", has=page.locator("button")).last
-    button = target.locator("button")
-    assert button.inner_text() == "Roll back"
-    page.once("dialog", lambda dialog: dialog.dismiss())
-    button.click()
-    assert page.url == f"{site.base}/admin"
-    page.once("dialog", lambda dialog: dialog.accept())
-    button.click()
-    page.wait_for_url(f"{site.base}/admin?notice=promoted")
-    assert page.locator(".notice").inner_text().startswith("Version promoted")
-    assert page.locator("#versions tbody .badge.serving").count() == 1
+# --- Every admin action at 1280 x 800 -------------------------------------------------------
+
+# What a 1280 x 800 window must show of the dashboard, as a list of problems (none expected):
+# the page never scrolls sideways; no button, table, form or scroll box sticks out of its
+# parent unless that parent scrolls by design; and no button needs sideways scrolling (of the
+# window or of a scroll box around it) to be reached.
+LAYOUT_PROBLEMS = """() => {
+  const name = (el) => {
+    const classes = typeof el.className === "string" ? el.className.trim() : "";
+    const text = el.tagName === "BUTTON" ? ` "${el.textContent.trim()}"` : "";
+    return el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+      + (classes ? "." + classes.split(/\\s+/).join(".") : "") + text;
+  };
+  const scrolls = (el) => /auto|scroll/.test(getComputedStyle(el).overflowX);
+  const outside = (box, outer) => box.left < outer.left - 1 || box.right > outer.right + 1
+    || box.top < outer.top - 1 || box.bottom > outer.bottom + 1;
+  const root = document.documentElement;
+  const problems = [];
+  if (root.scrollWidth > root.clientWidth) {
+    problems.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth} px`);
+  }
+  for (const el of document.querySelectorAll("button, table, form, .table-wrap, .mini-wrap")) {
+    const box = el.getBoundingClientRect();
+    const parent = el.parentElement;
+    if (!box.width || !box.height || scrolls(parent)) continue;
+    if (outside(box, parent.getBoundingClientRect())) {
+      problems.push(`${name(el)} overflows ${name(parent)}`);
+    }
+  }
+  for (const button of document.querySelectorAll("button")) {
+    const box = button.getBoundingClientRect();
+    if (!box.width) continue;
+    if (box.left + window.scrollX < 0 || box.right + window.scrollX > root.clientWidth) {
+      problems.push(`${name(button)} lies outside the window's width`);
+    }
+    for (let box_ = button.parentElement; box_; box_ = box_.parentElement) {
+      const outer = box_.getBoundingClientRect();
+      if (scrolls(box_) && (box.left < outer.left - 1 || box.right > outer.right + 1)) {
+        problems.push(`${name(button)} is hidden sideways in ${name(box_)}`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+
+@dataclass(frozen=True)
+class Service:
+    base: str
+    settings: Settings
+    seeded: Seeded
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """A seeded service of its own for the test that acts on it (the shared `site` stays as
+    seeded): a rollout running, a holdout, and learning cycles small enough to start by hand
+    (one estimator epoch, one tuning step)."""
+    settings = make_settings("", tmp_path, batch_size=16, holdout_share=0.1)
+    migrate.upgrade(settings.resolved_database_url)
+    seeded = seed_history(settings)
+    env = service_env(
+        tmp_path,
+        PIRLOOP_BATCH_SIZE="16",
+        PIRLOOP_HOLDOUT_SHARE="0.1",
+        PIRLOOP_EMBEDDED_SCHEDULER="false",
+        PIRLOOP_ESTIMATOR_EPOCHS="1",
+        PIRLOOP_TUNING_STEPS="1",
+        PIRLOOP_TORCH_THREADS="1",
+    )
+    with live_server(env) as base:
+        yield Service(base=base, settings=settings, seeded=seeded)
+
+
+def serving_state(base: str) -> dict[str, Any]:
+    response = httpx.get(f"{base}/v1/admin/serving", headers=ADMIN, timeout=10)
+    assert response.status_code == 200, response.text
+    state: dict[str, Any] = response.json()
+    return state
+
+
+def rollout_record(base: str, rollout_id: int) -> dict[str, Any]:
+    response = httpx.get(f"{base}/v1/rollouts/{rollout_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def assert_layout(page: Any) -> None:
+    assert page.evaluate(LAYOUT_PROBLEMS) == [], page.url
+
+
+def click(page: Any, button: Any, *, confirm: str | None = None) -> None:
+    """Click a dashboard button as a person would, without scrolling sideways. A button that
+    asks first (`confirm`: part of its question) is dismissed once, which must send nothing,
+    then accepted."""
+    assert button.count() == 1
+    box = button.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0, box
+    assert box["x"] + box["width"] <= 1280, box
+    if confirm is not None:
+        base = page.url.split("/admin", 1)[0]
+        state, url, asked = serving_state(base), page.url, []
+
+        def dismiss(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        button.click()
+        assert len(asked) == 1
+        assert confirm in asked[0], asked
+        assert page.url == url
+        assert serving_state(base) == state, "a dismissed confirmation changed something"
+        page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        button.click()
+    assert page.evaluate("() => window.scrollX") == 0
     assert page.errors == []
+
+
+def test_every_admin_action_at_1280_by_800(service: Service, page: Any) -> None:
+    base, seeded = service.base, service.seeded
+    champion, candidate = seeded.champion_id, seeded.candidate_id
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # Sign in.
+    page.goto(f"{base}/admin/login")
+    page.fill("#token", TEST_ADMIN)
+    click(page, page.locator("button[type=submit]"))
+    assert page.url == f"{base}/admin"
+    assert_layout(page)
+    # The versions table fits its box: its Promote and Roll back buttons need no scrolling.
+    sizes = page.locator("#versions .table-wrap").evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert sizes[0] <= sizes[1], f"the versions table scrolls sideways at 1280 px: {sizes}"
+
+    # The filters: the versions table follows them.
+    page.select_option("select[name=placement]", "rating")
+    page.select_option("select[name=traffic]", "all")
+    click(page, page.locator(".filters button", has_text="Apply"))
+    assert "placement=rating" in page.url
+    assert "traffic=all" in page.url
+    assert (
+        page.locator("#versions-scope")
+        .inner_text()
+        .startswith("rating placement, real and simulated traffic")
+    )
+    assert_layout(page)
+    page.goto(f"{base}/admin")
+
+    # The exports: a CSV download of each table.
+    for label, column in (("Impressions", "visitor_hash"), ("Interactions", "kind")):
+        with page.expect_download() as download:
+            page.locator(".export button", has_text=label).click()
+        header = Path(download.value.path()).read_text().splitlines()[0]
+        assert column in header.split(","), header
+        assert download.value.suggested_filename == f"pirloop-{label.lower()}.csv"
+
+    # A cycle cannot start while the candidate is under evaluation: the page says why.
+    click(
+        page,
+        page.locator("#cycle button", has_text="Start a cycle now"),
+        confirm="Start a learning cycle now?",
+    )
+    assert f"rollout {seeded.rollout_id}; a cycle waits" in page.locator(".error").inner_text()
+    assert serving_state(base)["cycle"] is None
+    assert_layout(page)
+    page.goto(f"{base}/admin")
+
+    # Pause, then resume: the rollout waits meanwhile.
+    click(page, page.locator("button", has_text="Pause serving"), confirm="Pause serving?")
+    assert page.locator(".notice").inner_text().startswith("Serving is paused")
+    state = serving_state(base)
+    assert (state["paused"], state["serving_version"], state["paused_version"]) == (
+        True,
+        None,
+        champion,
+    )
+    assert page.locator(".state .big").inner_text().startswith("paused")
+    assert_layout(page)
+    click(page, page.locator("button", has_text="Resume serving"))
+    assert page.locator(".notice").inner_text() == "Serving resumed."
+    state = serving_state(base)
+    assert (state["paused"], state["serving_version"], state["candidate_version"]) == (
+        False,
+        champion,
+        candidate,
+    )
+    assert_layout(page)
+
+    # Promote the running candidate by hand.
+    click(
+        page,
+        page.locator("#comparison button", has_text="Promote candidate"),
+        confirm=f"Promote candidate v{candidate} now",
+    )
+    assert page.locator(".notice").inner_text().startswith("Version promoted")
+    state = serving_state(base)
+    assert (state["serving_version"], state["candidate_version"]) == (candidate, None)
+    record = rollout_record(base, seeded.rollout_id)
+    assert (record["status"], record["manual"]) == ("promoted", True)
+    latest = page.locator("#history tbody tr").first
+    assert "promoted" in latest.inner_text()
+    assert "manual" in latest.inner_text()
+    assert_layout(page)
+
+    # Stop the next rollout: its candidate is rejected and the champion serves alone.
+    _, rejected = roll_out_candidate(
+        service.settings, placeholder_batch(service.settings.batch_size, first_seed=5000)
+    )
+    page.goto(f"{base}/admin")
+    assert (
+        f"candidate v{rejected} against champion v{candidate}"
+        in page.locator("#comparison h2").inner_text()
+    )
+    stopped = serving_state(base)["rollout_id"]
+    assert_layout(page)
+    click(
+        page,
+        page.locator("#comparison button", has_text="Stop rollout"),
+        confirm=f"reject candidate v{rejected}?",
+    )
+    assert page.locator(".notice").inner_text().startswith("Rollout stopped")
+    state = serving_state(base)
+    assert (state["serving_version"], state["candidate_version"]) == (candidate, None)
+    record = rollout_record(base, stopped)
+    assert (record["status"], record["manual"]) == ("rejected", True)
+    assert "No candidate is under evaluation" in page.locator("#comparison").inner_text()
+    assert_layout(page)
+
+    # The versions table: Promote a newer version (the rejected candidate), then roll back.
+    row = page.locator(f"#versions tbody tr:has(a:text-is('v{rejected}'))")
+    click(page, row.locator("button", has_text="Promote"), confirm=f"Serve v{rejected}")
+    assert page.locator(".notice").inner_text().startswith("Version promoted")
+    assert serving_state(base)["serving_version"] == rejected
+    assert page.locator("#versions tbody .badge.serving").count() == 1
+    assert_layout(page)
+    buttons = page.locator("#versions tbody button")
+    labels = [buttons.nth(i).inner_text() for i in range(buttons.count())]
+    assert labels, "no version to roll back to"
+    assert set(labels) == {"Roll back"}, labels
+    row = page.locator(f"#versions tbody tr:has(a:text-is('v{champion}'))")
+    click(page, row.locator("button", has_text="Roll back"), confirm=f"Serve v{champion}")
+    state = serving_state(base)
+    assert state["serving_version"] == champion
+    assert state["learning_held"].startswith(f"rolled back from version {rejected}")
+    assert page.locator(".hold").inner_text().startswith("Automatic learning is held.")
+    assert_layout(page)
+
+    # Starting a cycle by hand ends the hold (the cycle itself runs on in the service).
+    click(
+        page,
+        page.locator("#cycle button", has_text="Start a cycle now"),
+        confirm="Start a learning cycle now?",
+    )
+    assert page.locator(".notice").inner_text() == "A learning cycle was requested."
+    assert page.locator(".hold").count() == 0
+    assert serving_state(base)["learning_held"] is None
+    assert_layout(page)
+
+    # On a phone too, no button hides sideways: the versions table scrolls in its box with
+    # its buttons' column in view.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert_layout(page)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # Sign out: the dashboard asks for the token again.
+    click(page, page.locator("button", has_text="Sign out"))
+    assert page.url == f"{base}/admin/login"
+    assert not [c for c in page.context.cookies() if c["name"] == "pirloop_admin"]
+    page.goto(f"{base}/admin")
+    assert page.url == f"{base}/admin/login"

@@ -131,6 +131,21 @@ def test_dashboard_escapes_what_it_renders(
     assert page.count("<svg") >= 6
 
 
+def test_dashboard_shows_each_versions_realism_and_diversity(
+    client: TestClient, seeded: Seeded
+) -> None:
+    rows = {r["id"]: r for r in client.get("/v1/admin/versions", headers=ADMIN).json()}
+    page = client.get("/admin", headers=ADMIN).text
+    for version in seeded.version_ids[1:]:
+        quality = rows[version]["quality"]
+        assert quality is not None
+        assert quality["realism_kid"] > 0
+        # KID in the usual unit (×10³) with its standard error, and the diversity beside it.
+        cell = f'KID {1000 * quality["realism_kid"]:.1f} <span class="sub">± 4.5</span>'
+        assert cell in page
+        assert f"diversity {quality['diversity']:.3f}" in page
+
+
 def test_dashboard_plots_predicted_against_measured_change(
     client: TestClient, seeded: Seeded
 ) -> None:

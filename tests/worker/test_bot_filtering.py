@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.settings import get_settings
+from tests.conftest import TEST_SIMULATION_KEY
 from tests.live import live_server
 from tests.worker.conftest import loop_env
 from worker.jobs.abuse import flag_visitors
@@ -25,6 +26,7 @@ def simulate(base: str, behaviour: str, impressions: int, users: int) -> int:
             users=users,
             rate=0,
             impressions=impressions,
+            simulation_key=TEST_SIMULATION_KEY,
         ),
         progress=False,
     )

@@ -4,8 +4,10 @@ sequential decision ends the rollout with its evidence recorded."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from tests.conftest import TEST_SIMULATION_KEY
 from tests.live import live_server
 from tests.worker.conftest import (
     current_rollout,
@@ -27,6 +29,7 @@ def traffic(base: str, impressions: int) -> dict[int, int]:
             users=4,
             rate=0,
             impressions=impressions,
+            simulation_key=TEST_SIMULATION_KEY,
         ),
         progress=False,
     )
@@ -52,6 +55,13 @@ def test_embedded_loop_rolls_out_a_candidate_and_decides(tmp_path: Path) -> None
         assert candidate["metrics"]["training_images"] == 16
         assert "heldout_mae" in candidate["metrics"]["estimator"]
         assert "estimated_delta" in candidate["metrics"]
+        # Realism and diversity of both generators, measured by the worker when it made them.
+        for version in (candidate, next(v for v in versions(base) if v["id"] == first["id"])):
+            quality = version["metrics"]["image_quality"]
+            assert math.isfinite(quality["realism_kid"])
+            assert quality["realism_kid_se"] > 0
+            assert quality["diversity"] > 0
+            assert quality["images"] == 500
         # The champion keeps serving; the candidate is served beside it at the same time.
         assert serving(base)["id"] == first["id"]  # type: ignore[index]
         by_version = traffic(base, 16 * 10)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from app.settings import Settings
-from tests.conftest import TEST_ADMIN, TEST_SECRET
+from tests.conftest import TEST_ADMIN, TEST_SECRET, TEST_SIMULATION_KEY
 from tests.live import live_server
 from tests.rollouts import roll_out_candidate
 from tests.worker.conftest import current_rollout, decided_rollout, loop_env, serving, wait_for
@@ -85,6 +85,7 @@ def test_the_service_decides_a_candidate_people_like_or_dislike(
                     rate=0,
                     impressions=200,
                     seed=burst,
+                    simulation_key=TEST_SIMULATION_KEY,
                 ),
                 progress=False,
             )

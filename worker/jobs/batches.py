@@ -14,13 +14,19 @@ from app.models import VersionStatus
 from worker.jobs.context import JobContext, job_context
 from worker.ml.checkpoints import checkpoint_from_bytes, checkpoint_to_bytes, load_gan
 from worker.ml.device import pick_device
+from worker.ml.diversity import diversity_score
 from worker.ml.experiment import pretrained_checkpoint
 from worker.ml.gan import Generator
+from worker.ml.realism import realism
 from worker.ml.sampling import generate_images, image_to_png
 
 log = logging.getLogger(__name__)
 
 SEEDS_PER_VERSION = 1_000_000
+QUALITY_SEEDS = range(2**40, 2**40 + 500)
+"""Latents on which every version's realism and diversity are measured: the same for all
+versions (so their differences are not sampling noise of the latents), beyond every batch's
+seed range, and 500 of them because a served batch can be small."""
 
 
 def checkpoint_key(version_id: int) -> str:
@@ -76,6 +82,20 @@ def version_checkpoint(ctx: JobContext, version_id: int) -> dict[str, Any]:
     return ckpt
 
 
+def image_quality(generator: Generator) -> dict[str, float]:
+    """A generator's realism (KID against held-out real landscapes, lower is more realistic;
+    worker.ml.realism) and diversity (worker.ml.diversity) on the QUALITY_SEEDS images."""
+    device = next(generator.parameters()).device
+    images = generate_images(generator, QUALITY_SEEDS, device=device)
+    kid = realism(images)
+    return {
+        "realism_kid": kid.value,
+        "realism_kid_se": kid.standard_error,
+        "diversity": diversity_score(images),
+        "images": len(QUALITY_SEEDS),
+    }
+
+
 def generate_batch(version_id: int, promote: bool = False) -> dict[str, Any]:
     """Store the batch of version_id (unless stored already) and mark it ready, or serving when
     promote is set. Images, status and promotion commit together: a version is never served
@@ -88,9 +108,11 @@ def generate_batch(version_id: int, promote: bool = False) -> dict[str, Any]:
         return {"version_id": version_id, "images": existing, "created": False}
     _, generator, _ = load_gan(version_checkpoint(ctx, version_id), device=pick_device())
     rows = draw_batch(generator, version_id, ctx.settings.batch_size)
+    quality = image_quality(generator)
     with session_scope(ctx.sessions) as session:
         version = queries.get_version(session, version_id)
         assert version is not None
+        version.metrics = {**version.metrics, "image_quality": quality}
         queries.add_images(session, version_id, rows)
         version.batch_size = len(rows)
         version.status = VersionStatus.ready

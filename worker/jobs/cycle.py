@@ -22,8 +22,7 @@ from app.decision import Outcome
 from app.measurement import Measurement
 from app.models import RunStatus, TrainingRun, VersionStatus, utcnow
 from app.settings import Settings
-from worker.jobs.abuse import flag_visitors
-from worker.jobs.batches import draw_batch, version_checkpoint
+from worker.jobs.batches import draw_batch, image_quality, version_checkpoint
 from worker.jobs.context import JobContext, job_context
 from worker.jobs.retention import purge_events
 from worker.jobs.training_data import logged_batch, training_versions
@@ -103,7 +102,8 @@ def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     with session_scope(ctx.sessions) as session:
         rollout.record_scheduler_tick(session)
     abandon_stale_runs(ctx)
-    flag_visitors()  # bots are left out before anything counts impressions
+    # Bots are flagged by their own periodic task (worker.flag_visitors), which the embedded
+    # scheduler runs just before this check and beat beside it, with or without the ML stack.
     purge_events()
     checked = check_rollout(ctx)
     if checked is not None and checked["outcome"] == "continue":
@@ -282,6 +282,7 @@ def _publish(
     """Create and fill the new version and start its rollout beside the champion, in one
     transaction with the run's success: a killed worker leaves no half-made candidate, and a
     redelivered task finds the run succeeded and makes no second one."""
+    quality = image_quality(generator)  # before the transaction: it takes seconds
     with session_scope(ctx.sessions) as session:
         run = session.scalars(
             select(TrainingRun).where(TrainingRun.id == run_id).with_for_update()
@@ -301,7 +302,7 @@ def _publish(
         rows = draw_batch(generator, version.id, ctx.settings.batch_size)
         queries.add_images(session, version.id, rows)
         version.batch_size = len(rows)
-        version.metrics = metrics
+        version.metrics = {**metrics, "image_quality": quality}
         # The candidate is served beside the champion until the rollout's decision; during
         # an operator's pause nothing is served, and the rollout waits with it.
         started = rollout.start_rollout(session, ctx.settings, version)

@@ -23,8 +23,10 @@ from worker.ml.device import pick_device
 from worker.ml.diversity import diversity_score
 from worker.ml.estimator import EstimatorConfig, PirEstimator, train_estimator
 from worker.ml.gan import get_preset
+from worker.ml.landscapes import load_image_folder
 from worker.ml.learning_round import REAL_IMAGES, RoundConfig, latent_block, run_learning_round
 from worker.ml.pretrain import CHECKPOINT_NAME, pretrain
+from worker.ml.realism import realism_change
 from worker.ml.sampling import generate_images, save_grid
 from worker.ml.tuning import TuningConfig
 from worker.sim.objectives import load_objective, observe_binomial
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 PRETRAINED_CACHE = Path("var") / "pretrained"
+FEW_IMAGES = 500
+"""Below this many images of one's own, pretraining warns that the GAN will copy them."""
 GRID_SEEDS = tuple(range(900_000, 900_032))
 """Latents shown in the before/after grid (disjoint from every round's seeds)."""
 TUNING_REPORTED = (
@@ -94,8 +98,14 @@ def pretrained_checkpoint(
     """The preset's pretrained GAN checkpoint and where it came from.
 
     Order: the shipped worker/ml/assets/PRESET.pt, then var/pretrained/PRESET/gan.pt, and
-    otherwise pretraining now and caching it there.
+    otherwise pretraining now and caching it there. A preset ending in .pt names a checkpoint
+    file instead, such as one `pirloop pretrain --images DIR` wrote.
     """
+    if preset.endswith(".pt"):
+        path = Path(preset)
+        if not path.is_file():
+            raise FileNotFoundError(f"generator checkpoint {path} does not exist")
+        return load_checkpoint(path, kind="gan"), str(path)
     shipped = ASSETS_DIR / f"{preset}.pt"
     if shipped.is_file():
         return load_checkpoint(shipped, kind="gan"), str(shipped)
@@ -264,7 +274,8 @@ def _measure(
     judge: PirEstimator | None,
 ) -> dict[str, Any]:
     """The true change from the "before" images to the "after" ones, what the tuned-against
-    estimator (and the independent judge, when there is one) predicted for it, and diversity."""
+    estimator (and the independent judge, when there is one) predicted for it, diversity, and
+    realism (KID against held-out real landscapes, worker.ml.realism)."""
     comparison = compare(pre_true.tolist(), post_true.tolist())
 
     def ratio(estimated: float | None) -> float | None:
@@ -279,6 +290,7 @@ def _measure(
         judged_pre = judge.predict(pre_images)
         independent = float(judge.predict(post_images).mean() - judged_pre.mean())
     diversity_pre, diversity_post = diversity_score(pre_images), diversity_score(post_images)
+    realism = realism_change(pre_images, post_images)
     return {
         "pre_mean": comparison.before.mean,
         "post_mean": comparison.after.mean,
@@ -299,6 +311,7 @@ def _measure(
         "diversity_pre": diversity_pre,
         "diversity_post": diversity_post,
         "diversity_ratio": diversity_post / max(diversity_pre, 1e-12),
+        **realism.to_dict(),
         "comparison": comparison.as_dict(),
     }
 
@@ -313,23 +326,48 @@ def pretrain_command(
     *,
     preset: str = "cpu-small",
     out: str | Path | None = None,
+    images: str | Path | None = None,
     device: str | None = None,
     resume: bool = True,
     steps_override: int | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """`pirloop pretrain`: pretrain a preset into out (default var/pretrained/PRESET)."""
+    """`pirloop pretrain`: pretrain a preset on the built-in landscapes, or on the images in a
+    folder, into out (default var/pretrained/PRESET, or var/pretrained/PRESET-FOLDER)."""
     from rich.console import Console
+    from rich.markup import escape
 
     cfg = get_preset(preset)
     if steps_override is not None:
         cfg = cfg.with_overrides(steps=steps_override)
-    out_dir = Path(out) if out is not None else PRETRAINED_CACHE / preset
+    data = None
+    if images is not None:
+        # Read before anything is written: an empty folder fails fast (ImageFolderError).
+        data = load_image_folder(images, size=cfg.image_size)
+        logger.info("pretraining on %d images from %s", len(data), images)
+        if len(data) < FEW_IMAGES:
+            logger.warning(
+                "%d images is few for a GAN (thousands are usual): expect it to copy them",
+                len(data),
+            )
+    if out is not None:
+        out_dir = Path(out)
+    elif images is not None:
+        # Never the landscapes' cache, which pretrained_checkpoint reads for the preset.
+        out_dir = PRETRAINED_CACHE / f"{preset}-{Path(images).resolve().name}"
+    else:
+        out_dir = PRETRAINED_CACHE / preset
     metrics = pretrain(
-        cfg, out_dir=out_dir, device=pick_device(device), resume=resume, progress=progress
+        cfg,
+        out_dir=out_dir,
+        device=pick_device(device),
+        resume=resume,
+        progress=progress,
+        data=data,
     )
+    source = "the landscapes" if data is None else escape(f"{len(data)} images from {images}")
     Console().print(
-        f"[bold]pretrained[/bold] {preset} to step {int(metrics['step'])} "
+        f"[bold]pretrained[/bold] {preset} on {source} to step {int(metrics['step'])} "
         f"({metrics['steps_run']:.0f} steps in {metrics['seconds']:.0f}s; "
         f"D loss {metrics['d_loss']:.3f}, G loss {metrics['g_loss']:.3f})\n"
         f"checkpoint {out_dir / CHECKPOINT_NAME}, samples {out_dir / 'samples.png'}"

@@ -104,6 +104,18 @@ PRESETS: dict[str, GanConfig] = {
     ),
     # Recognisable 32 px landscapes after a few minutes on two CPU cores.
     "cpu-small": GanConfig(),
+    # 64 px landscapes a site can show: the best samples of a pretraining sweep sized to about
+    # 90 minutes on two CPU cores (bench/pretrain_sweep.py; docs/ml-notes.md). The shipped
+    # weights were trained on a lent GPU for the same steps: `pirloop pretrain --preset
+    # cpu-medium` repeats it on a CPU.
+    "cpu-medium": GanConfig(
+        image_size=64,
+        g_channels=160,
+        d_channels=40,
+        min_channels=20,
+        steps=6300,
+        checkpoint_every=1575,
+    ),
     # Larger images and models for a GPU.
     "paper": GanConfig(
         image_size=64,

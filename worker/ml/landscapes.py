@@ -233,17 +233,35 @@ def render_landscapes(n: int, *, size: int, seed: int) -> torch.Tensor:
     return images
 
 
+class ImageFolderError(ValueError):
+    """A folder of training images that is missing or holds no readable image."""
+
+
 def load_image_folder(path: str | Path, *, size: int) -> torch.Tensor:
     """Load every image under path (recursively), centre-cropped square and resized to size.
 
-    Unreadable files are skipped with a warning, so one bad upload does not stop pretraining.
+    Files that are not images (by suffix: IMAGE_SUFFIXES) and images that cannot be read are
+    skipped with a warning, so one bad upload does not stop pretraining; a folder with no
+    readable image at all is an ImageFolderError.
     """
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(path)
     if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist or is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise ImageFolderError(f"image folder {folder} does not exist or is not a directory")
+    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+    others = [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if others:
+        shown = ", ".join(str(p.relative_to(folder)) for p in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        logger.warning(
+            "skipping %d file(s) that are not images (not %s): %s%s",
+            len(others),
+            "/".join(sorted(IMAGE_SUFFIXES)),
+            shown,
+            more,
+        )
     tensors = []
     for file in files:
         try:
@@ -254,13 +272,20 @@ def load_image_folder(path: str | Path, *, size: int) -> torch.Tensor:
             continue
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
+        # Pillow's resize filters the whole source area (it is antialiased when reducing), so
+        # large photographs shrink without aliasing.
         image = image.crop((left, top, left + side, top + side)).resize(
             (size, size), Image.Resampling.BILINEAR
         )
         data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         tensors.append(data.view(size, size, 3).permute(2, 0, 1).float() / 255)
     if not tensors:
-        raise ValueError(f"image folder {folder} holds no readable images")
+        skipped = len(files) + len(others)
+        detail = f" ({skipped} file(s) skipped)" if skipped else " (it is empty)"
+        raise ImageFolderError(
+            f"image folder {folder} holds no readable images{detail}; "
+            f"give a folder of {', '.join(sorted(IMAGE_SUFFIXES))} files"
+        )
     return torch.stack(tensors)
 
 

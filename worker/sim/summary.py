@@ -97,6 +97,8 @@ def explain(summary: SimulationSummary) -> list[str]:
             others["transport"] += count
         elif status == 503:
             others["503"] += count
+        elif status == 403 and kind.startswith("impression"):
+            others["403"] += count
         elif status >= 500:
             others["5xx"] += count
         else:
@@ -107,6 +109,9 @@ def explain(summary: SimulationSummary) -> list[str]:
         "503": "answers were 503: the service serves no generator version yet (run `pirloop "
         "init`) or its database was unavailable",
         "5xx": "answers were server errors: see the service's log",
+        "403": "impressions were refused (403): the service takes simulated traffic only with "
+        "its simulation key; set PIRLOOP_SIMULATION_KEY to the service's value where the "
+        "simulator runs",
         "4xx": "answers refused the request (4xx): an expired or foreign token, or a client "
         "and service of different versions",
     }

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 import torch
 
 from app.errors import ServiceUnready
+from app.routers.impressions import SIMULATION_KEY_HEADER
 from worker.ml.sampling import png_to_image
 from worker.sim.objectives import Objective, load_objective, rating_from_probability
 from worker.sim.pacing import Pacer, backoff_s, parse_retry_after
@@ -121,6 +123,11 @@ class SimulationPlan:
     seed: int = 0
     # How people behave beyond what they like; None: as the objective says, at an even pace.
     traffic: TrafficModel | None = None
+    # The service's PIRLOOP_SIMULATION_KEY: without it the service refuses simulated
+    # impressions (403). By default read from this process's environment, as the service's is.
+    simulation_key: str = field(
+        default_factory=lambda: os.environ.get("PIRLOOP_SIMULATION_KEY", ""), repr=False
+    )
 
     def __post_init__(self) -> None:
         if (self.duration is None) == (self.impressions is None):
@@ -142,6 +149,9 @@ class _Visitor:
     visitor_id: str
     propensity: float
     pages_left: int
+    # The browser's user agent: one per user slot and behaviour (people who come one after
+    # another to one slot share a device), so the service's per-client rules see bots apart.
+    user_agent: str = "pirloop-sim"
 
 
 class Simulation:
@@ -183,8 +193,13 @@ class Simulation:
         started = self._started = time.monotonic()
         self._deadline = started + (plan.duration if plan.duration is not None else 10**9)
         limits = httpx.Limits(max_connections=max(plan.users, 4))
+        headers = {SIMULATION_KEY_HEADER: plan.simulation_key} if plan.simulation_key else {}
         async with httpx.AsyncClient(
-            base_url=plan.url, timeout=30, limits=limits, transport=self._transport
+            base_url=plan.url,
+            timeout=30,
+            limits=limits,
+            transport=self._transport,
+            headers=headers,
         ) as client:
             await self._probe(client)
             tasks = [
@@ -225,6 +240,7 @@ class Simulation:
         pending: set[asyncio.Task[None]] = set()
         people = 0
         visitor: _Visitor | None = None
+        user_agent = f"pirloop-sim/1 ({population.behaviour}; user {index})"
         while self._take_ticket():
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -232,12 +248,13 @@ class Simulation:
             # A virtual user slot stands for a stream of people, each seeing a few pages, as
             # on a real site; a bot keeps one identity and its own behaviour.
             if behaviour.bot:
-                visitor = visitor or _Visitor(f"bot-{index}", 1.0, 0)
+                visitor = visitor or _Visitor(f"bot-{index}", 1.0, 0, user_agent)
             elif visitor is None or visitor.pages_left <= 0:
                 visitor = _Visitor(
                     visitor_id=f"sim-{plan.seed}-{index}-{people}",
                     propensity=self.traffic.draw_propensity(rng),
                     pages_left=self.traffic.draw_pages(rng),
+                    user_agent=user_agent,
                 )
                 people += 1
             visitor.pages_left -= 1
@@ -250,14 +267,20 @@ class Simulation:
             await asyncio.gather(*pending)
 
     async def _post(
-        self, client: httpx.AsyncClient, path: str, body: dict[str, Any], *, what: str
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        body: dict[str, Any],
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response | None:
         """POST to a rate-limited endpoint, waiting out 429s as Retry-After asks; None when
         it gave up. Other answers are the caller's to judge."""
         for attempt in range(MAX_ATTEMPTS):
             sent_at = await self.pacer.wait_turn()
             self.summary.limited_requests += 1
-            response = await client.post(path, json=body)
+            response = await client.post(path, json=body, headers=headers)
             if response.status_code != 429:
                 if response.status_code < 400:
                     self.pacer.succeeded()
@@ -288,6 +311,7 @@ class Simulation:
             "/v1/impressions",
             {"placement": placement, "visitor_id": visitor.visitor_id, "simulated": True},
             what="impression",
+            headers={"User-Agent": visitor.user_agent},
         )
         if response is None:
             return

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ class ViaApiPlan:
     # Learning from neg:SPEC and deciding under SPEC makes a candidate that is worse.
     learn_objective: str | None = None
     traffic: TrafficModel | None = None
+    # The service's PIRLOOP_SIMULATION_KEY, which the simulated users send (see SimulationPlan).
+    simulation_key: str = field(
+        default_factory=lambda: os.environ.get("PIRLOOP_SIMULATION_KEY", ""), repr=False
+    )
 
 
 class ServiceClient:
@@ -125,8 +130,10 @@ class ServiceClient:
         )
         return result
 
-    def impressions(self, version_id: int, placement: str) -> int:
-        pir = (
+    def pir(self, version_id: int, placement: str) -> dict[str, Any]:
+        """The version's PIR as the dashboard shows it: the mean per-image PIR with a 95%
+        interval inside [0, 1] at the effective sample size, and the counts it rests on."""
+        result: dict[str, Any] = (
             self.http.get(
                 f"/v1/versions/{version_id}/pir",
                 params={"placement": placement, "include_simulated": "true"},
@@ -134,7 +141,10 @@ class ServiceClient:
             .raise_for_status()
             .json()
         )
-        return int(pir["impressions"])
+        return result
+
+    def impressions(self, version_id: int, placement: str) -> int:
+        return int(self.pir(version_id, placement)["impressions"])
 
     def wait_for_candidate(self, champion_id: int, timeout: float) -> dict[str, Any]:
         """The rollout of a candidate tuned from champion_id; a clear error if none starts."""
@@ -223,6 +233,7 @@ def drive(plan: ViaApiPlan, objective: str, impressions: int, seed: int) -> dict
             placement=plan.placement,
             seed=seed,
             traffic=plan.traffic,
+            simulation_key=plan.simulation_key,
         ),
         progress=plan.progress,
     )
@@ -272,6 +283,30 @@ def measured_pir(client: ServiceClient, version_id: int, placement: str) -> list
     return [r["pir"] for r in client.per_image(version_id, placement) if r["pir"] is not None]
 
 
+def measured_change(
+    client: ServiceClient, before_id: int, after_id: int, placement: str
+) -> dict[str, Any]:
+    """What the logged traffic says of two versions: each one's PIR with the dashboard's
+    interval (the service's own; a t-interval across a few images leaves [0, 1]) and the
+    counts it rests on, and Welch's after-the-fact comparison of their per-image PIRs."""
+    before, after = client.pir(before_id, placement), client.pir(after_id, placement)
+    measured = compare(
+        measured_pir(client, before_id, placement), measured_pir(client, after_id, placement)
+    )
+    return {
+        "pre_mean": measured.before.mean,
+        "post_mean": measured.after.mean,
+        "pre_ci": [before["ci_low"], before["ci_high"]],
+        "post_ci": [after["ci_low"], after["ci_high"]],
+        "pre_counts": [before["trials"], before["images_seen"]],
+        "post_counts": [after["trials"], after["images_seen"]],
+        "delta": measured.delta,
+        "effect_size": measured.effect_size,
+        "p_value": measured.p_value,
+        "significant": measured.significant,
+    }
+
+
 def decision_summary(
     client: ServiceClient, plan: ViaApiPlan, decided: dict[str, Any]
 ) -> dict[str, Any]:
@@ -311,6 +346,22 @@ def run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
         raise unreachable(plan.url, exc) from None
 
 
+def realism_of(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The two versions' realism (KID to real landscapes) as the service's worker measured it
+    when it made them (worker.jobs.batches.image_quality); None where it did not."""
+
+    def quality(version: dict[str, Any]) -> dict[str, Any]:
+        return (version.get("metrics") or {}).get("image_quality") or {}
+
+    pre, post = quality(before), quality(after)
+    return {
+        "realism_pre": pre.get("realism_kid"),
+        "realism_pre_se": pre.get("realism_kid_se"),
+        "realism_post": post.get("realism_kid"),
+        "realism_post_se": post.get("realism_kid_se"),
+    }
+
+
 def _run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
     started = time.monotonic()
     objective = load_objective(plan.objective)
@@ -339,10 +390,6 @@ def _run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
         candidate = client.version(rollout["candidate_id"])
         before_images = client.images(champion["id"], plan.placement)
         after_images = client.images(candidate["id"], plan.placement)
-        measured = compare(
-            measured_pir(client, champion["id"], plan.placement),
-            measured_pir(client, candidate["id"], plan.placement),
-        )
         true = compare(objective(before_images).tolist(), objective(after_images).tolist())
         rounds.append(
             {
@@ -350,14 +397,7 @@ def _run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
                 "version_before": champion["id"],
                 "version_after": candidate["id"],
                 "decision": decision_summary(client, plan, decided),
-                "pre_mean": measured.before.mean,
-                "post_mean": measured.after.mean,
-                "pre_ci": [measured.before.ci_low, measured.before.ci_high],
-                "post_ci": [measured.after.ci_low, measured.after.ci_high],
-                "delta": measured.delta,
-                "effect_size": measured.effect_size,
-                "p_value": measured.p_value,
-                "significant": measured.significant,
+                **measured_change(client, champion["id"], candidate["id"], plan.placement),
                 "estimated_delta": candidate["metrics"].get("estimated_delta"),
                 "true_pre_mean": true.before.mean,
                 "true_post_mean": true.after.mean,
@@ -366,6 +406,7 @@ def _run_via_api(plan: ViaApiPlan) -> dict[str, Any]:
                 "true_p_value": true.p_value,
                 "diversity_pre": diversity_score(before_images),
                 "diversity_post": diversity_score(after_images),
+                **realism_of(client.version(champion["id"]), candidate),
                 "tuning_steps": candidate["metrics"].get("tuning", {}).get("steps"),
             }
         )
