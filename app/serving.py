@@ -51,18 +51,21 @@ class BatchPicker:
         self._lock = threading.Lock()
         self._queues: dict[int, _ImageQueue] = {}
         self._plan = ServingPlan()
-        self._arms_checked_at = 0.0
+        # None: never read. (A 0.0 start read as "fresh" while time.monotonic(), which counts
+        # from boot, was below the cache period: a just-booted host served nothing.)
+        self._arms_checked_at: float | None = None
         self._arms_cache_seconds = arms_cache_seconds
         self._random = random.Random(seed)
 
     def invalidate(self) -> None:
         """Forget the cached arms (after a promotion, pause or decision in this process)."""
         with self._lock:
-            self._arms_checked_at = 0.0
+            self._arms_checked_at = None
 
     def _current_arms(self, session: Session) -> list[tuple[int, float]]:
         now = time.monotonic()
-        if now - self._arms_checked_at > self._arms_cache_seconds:
+        checked = self._arms_checked_at
+        if checked is None or now - checked > self._arms_cache_seconds:
             self._plan = rollout.serving_plan(session, self._settings)
             self._arms_checked_at = now
             served = {version_id for version_id, _ in self._plan.arms_at(utcnow())}
