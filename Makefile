@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo serve test lint format bench screenshots clean
+.PHONY: install demo serve test lint format bench screenshots compose-check clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 (the worker extra) install from this machine's local wheel cache.
@@ -45,6 +45,12 @@ test: install lint
 # on 2 cores; ARGS=--no-cycle: traffic only, under a minute). Needs /usr/bin/chromium.
 screenshots: install
 	$(PY) -m bench.screenshots $(ARGS)
+
+# Boots docker-compose.yml for real (engine, stand-in base images from Debian packages when no
+# registry answers, project images, the stack) and runs one learning cycle inside it, then tears
+# it all down. Opt-in: about 15-25 minutes and ~8 GB of images on 2 cores; needs root.
+compose-check: install
+	$(PY) -m bench.compose_check $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

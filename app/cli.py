@@ -4,6 +4,11 @@ that need them, so `pirloop serve` starts on an image without torch."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +49,39 @@ def _clear_errors() -> Iterator[None]:
         # The service did not do what the run waits for: say why, no stack trace.
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _metrics_dir(enabled: bool) -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the processes this command starts (uvicorn workers, a
+    Celery pool), set before any of them imports prometheus_client, so that a scrape sums
+    them all (app/metrics.py). One the operator set is used and kept; else a fresh one is
+    made for this run and removed when it ends."""
+    if not enabled or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if enabled:
+            Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+        yield
+        return
+    if "prometheus_client" in sys.modules:  # too late for this process (app/metrics.py)
+        logging.getLogger(__name__).warning(
+            "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: this "
+            "process keeps its metrics in memory"
+        )
+    path = tempfile.mkdtemp(prefix="pirloop-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # uvicorn re-raises the SIGTERM it shut down on; by default that would end the process
+    # before the directory is removed.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -127,15 +165,16 @@ def serve(
         engine = engine_from_settings(settings)
         ensure_initial_version(make_session_factory(engine), settings)
         engine.dispose()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        log_level="info",
-    )
+    with _metrics_dir(settings.metrics_enabled):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            proxy_headers=True,
+            log_level="info",
+        )
 
 
 @app.command()
@@ -146,12 +185,15 @@ def worker(
 ) -> None:
     """Run a Celery worker on PIRLOOP_REDIS_URL (needs the worker extra: torch)."""
     from app.settings import get_settings
-    from worker.celery_app import celery_app
 
+    settings = get_settings()
     argv = ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO"]
     if beat:
-        argv += ["--beat", "--schedule", str(_beat_schedule_file(get_settings().data_dir))]
-    celery_app.worker_main(argv)
+        argv += ["--beat", "--schedule", str(_beat_schedule_file(settings.data_dir))]
+    with _metrics_dir(settings.metrics_enabled):
+        from worker.celery_app import celery_app  # imports prometheus_client: after the setup
+
+        celery_app.worker_main(argv)
 
 
 @app.command()

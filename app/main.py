@@ -20,6 +20,13 @@ from app.errors import BodySizeLimit, document_errors, install_error_handlers
 from app.image_cache import ImageCache
 from app.ingest import Ingest
 from app.jobs import InProcessDispatcher, make_dispatcher
+from app.metrics import (
+    CountingAdminThrottle,
+    CountingRateLimiter,
+    RequestMetrics,
+    observe_commit_group,
+    stamp_published_tasks,
+)
 from app.pages import STATIC_DIR
 from app.pages import admin as admin_pages
 from app.pages import docs as docs_pages
@@ -32,6 +39,7 @@ from app.routers import (
     images,
     impressions,
     interactions,
+    metrics,
     rollouts,
     service,
     versions,
@@ -53,6 +61,7 @@ def operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    measured = settings.metrics_enabled
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.picker = BatchPicker(settings)
-        writer = GroupCommitWriter(app.state.session_factory)
+        writer = GroupCommitWriter(
+            app.state.session_factory, on_commit=observe_commit_group if measured else None
+        )
         writer.start()
         app.state.ingest = Ingest(writer, app.state.picker)
         app.state.image_cache = ImageCache()
@@ -112,13 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.rate_limiter = make_rate_limiter(settings.redis_url)
     app.state.admin_throttle = make_admin_throttle(settings.redis_url)
+    if measured:  # PIRLOOP_METRICS_ENABLED: refusals counted by limit (app/metrics.py)
+        app.state.rate_limiter = CountingRateLimiter(app.state.rate_limiter)
+        app.state.admin_throttle = CountingAdminThrottle(app.state.admin_throttle)
     app.add_middleware(
         ClientRateLimit,
         limiter=app.state.rate_limiter,
         per_minute=settings.rate_limit_ip_per_minute,
     )
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(docs_pages.DocsPolicy)  # after (outside) SecurityHeaders: the last word
+    app.add_middleware(SecurityHeaders, page_policies=docs_pages.PAGE_POLICIES)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -134,9 +147,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(service.router)
     app.include_router(embed.router)
     app.include_router(admin.router)
+    if measured:
+        app.include_router(metrics.router)
     app.include_router(public_pages.router)
     app.include_router(admin_pages.router)
     app.include_router(docs_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs_pages.ASSETS_PATH, StaticFiles(directory=docs_pages.ASSETS_DIR), name="docs")
+    if measured:  # outermost, so that what the other middleware refuses is counted too
+        app.add_middleware(RequestMetrics)
+        if settings.redis_url:
+            stamp_published_tasks()
     return app

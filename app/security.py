@@ -1,7 +1,11 @@
 """Headers that keep pirloop's own pages safe: a strict Content-Security-Policy on every HTML
-response (no inline script, nothing from another origin), and a few cheap companions."""
+response (no inline script, nothing from another origin), and a few cheap companions. A page
+that needs a looser policy hands it to SecurityHeaders by its path (app/pages/docs.py's
+PAGE_POLICIES: Redoc's)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,15 +30,20 @@ def is_admin_path(path: str) -> bool:
 
 class SecurityHeaders:
     """CSP and framing rules on HTML; nosniff on everything; no-store on admin. Scripts and
-    images keep no CSP of their own: embed.js runs under the host page's policy, not ours."""
+    images keep no CSP of their own: embed.js runs under the host page's policy, not ours.
+    `page_policies` gives the pages at those exact paths their own CSP instead of the strict
+    one."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, page_policies: Mapping[str, str] | None = None) -> None:
         self.app = app
+        self.page_policies = dict(page_policies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        policy = self.page_policies.get(scope["path"], CONTENT_SECURITY_POLICY)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -45,7 +54,7 @@ class SecurityHeaders:
                     # cache: a shared proxy's, and the browser's after sign-out.
                     headers["Cache-Control"] = "no-store"
                 if headers.get("content-type", "").startswith("text/html"):
-                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                    headers["Content-Security-Policy"] = policy
                     headers["X-Frame-Options"] = "DENY"
                     headers["Referrer-Policy"] = "same-origin"
             await send(message)

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     # sends it); empty: no client may mark traffic simulated.
     simulation_key: str = Field(default="", repr=False)
 
+    # Prometheus metrics (app/metrics.py, worker/metrics.py). False: nothing is collected and
+    # the API has no /metrics. The API serves them at /metrics to the admin credential only.
+    metrics_enabled: bool = True
+    # A Celery worker serves its metrics over HTTP on this port (no credential: bind it where
+    # only the scraper reaches it); None serves none. Jobs run in the API process (the
+    # embedded default) are on the API's /metrics.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -27,8 +27,9 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -88,9 +89,17 @@ def _resolve(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
 
 
 class GroupCommitWriter:
-    def __init__(self, session_factory: sessionmaker[Session], *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        max_batch: int = 256,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._session_factory = session_factory
         self._max_batch = max_batch
+        # Told each transaction's writes and seconds (app/metrics.py), on the writer thread.
+        self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         # Guards `_open` together with the queue, so nothing is queued behind the stop mark.
         self._lock = threading.Lock()
@@ -159,9 +168,13 @@ class GroupCommitWriter:
                 batch.append(pending)  # type: ignore[arg-type]
                 size += len(pending.items)  # type: ignore[attr-defined]
             writes = [(pending.kind, item) for pending in batch for item in pending.items]
+            started = time.perf_counter()
             outcomes = self._commit(writes)
+            seconds = time.perf_counter() - started
             self.batches += 1
             self._answer(batch, outcomes)
+            if self._on_commit is not None:  # after the answers: they wait for nothing else
+                self._on_commit(len(writes), seconds)
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:

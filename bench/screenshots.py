@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from worker.demo import DemoPlan, check_port_free, demo_env, start_server, wait_ready
+from worker.demo import DemoPlan, check_port_free, demo_env, run_cycle, start_server, wait_ready
 
 if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
@@ -43,22 +43,7 @@ IMAGES_LOADED = "() => [...document.images].every(img => img.complete && img.nat
 
 def drive_traffic(plan: DemoPlan, url: str, *, cycle: bool) -> None:
     if cycle:
-        from app.report import print_loop_report
-        from worker.demo import console
-        from worker.sim.via_api import ViaApiPlan, run_via_api
-
-        report = run_via_api(
-            ViaApiPlan(
-                url=url,
-                objective=plan.objective,
-                impressions_per_image=plan.impressions,
-                users=plan.users,
-                json_path=str(plan.data_dir / "demo.json"),
-                grid_path=str(plan.data_dir / "before_after.png"),
-                simulation_key=plan.simulation_key,
-            )
-        )
-        print_loop_report(report, console)
+        run_cycle(plan, url)
         return
     from worker.sim.users import SimulationPlan, parse_populations, run_simulation
 

@@ -12,6 +12,7 @@ from celery.signals import worker_process_init
 
 from app.bootstrap import ml_available
 from app.settings import get_settings
+from worker import metrics as worker_metrics
 from worker.beat import beat_schedule
 
 
@@ -53,6 +54,8 @@ celery_app.conf.update(
     beat_schedule=beat_schedule(settings, learning=ml_available()),
     timezone="UTC",
 )
+# Tasks timed and counted, their queue wait stamped; the exporter on PIRLOOP_WORKER_METRICS_PORT.
+worker_metrics.connect_celery(settings)
 
 
 @worker_process_init.connect

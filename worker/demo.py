@@ -143,6 +143,26 @@ def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> Non
     raise RuntimeError(f"the server did not become ready; see {log_path}")
 
 
+def run_cycle(plan: DemoPlan, url: str) -> dict[str, object]:
+    """One learning cycle of the service at `url`, driven through its HTTP API by the plan's
+    simulated users; its report is printed and kept in the plan's data_dir (demo.json,
+    before_after.png). `make screenshots` drives its service the same way."""
+    report = run_via_api(
+        ViaApiPlan(
+            url=url,
+            objective=plan.objective,
+            impressions_per_image=plan.impressions,
+            users=plan.users,
+            rate=plan.rate,
+            json_path=str(plan.data_dir / "demo.json"),
+            grid_path=str(plan.data_dir / "before_after.png"),
+            simulation_key=plan.simulation_key,
+        )
+    )
+    print_loop_report(report, console)
+    return report
+
+
 def run_demo(plan: DemoPlan) -> dict[str, object]:
     started = time.monotonic()
     check_port_free(plan.port)
@@ -163,19 +183,7 @@ def run_demo(plan: DemoPlan) -> dict[str, object]:
                 f"{plan.data_dir / 'server.log'}"
             )
         console.print(f"serving the first version at {url} (log: {plan.data_dir / 'server.log'})")
-        report = run_via_api(
-            ViaApiPlan(
-                url=url,
-                objective=plan.objective,
-                impressions_per_image=plan.impressions,
-                users=plan.users,
-                rate=plan.rate,
-                json_path=str(plan.data_dir / "demo.json"),
-                grid_path=str(plan.data_dir / "before_after.png"),
-                simulation_key=plan.simulation_key,
-            )
-        )
-        print_loop_report(report, console)
+        report = run_cycle(plan, url)
         console.print(f"report JSON: {plan.data_dir / 'demo.json'}")
         console.print(
             f"dashboard: {url}/admin (sign in with PIRLOOP_ADMIN_TOKEN; development default "

@@ -5,9 +5,10 @@ inline, which our Content-Security-Policy refuses, so they rendered blank.
 
 Swagger UI then renders under the strict policy of every other page (app/security.py). Redoc
 needs a little more: it writes its styles into <style> elements, and its search runs in a
-blob: worker. `DocsPolicy` puts that looser policy on /redoc only; it still allows no script
-but pirloop's own files and nothing from another origin (Redoc's branding logo, fetched from
-its maker's site, is refused and the page hides it)."""
+blob: worker. PAGE_POLICIES, which app/main.py hands to SecurityHeaders, puts that looser
+policy on /redoc only; it still allows no script but pirloop's own files and nothing from
+another origin (Redoc's branding logo, fetched from its maker's site, is refused and the page
+hides it)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from pathlib import Path
 import fastapi_offline
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.pages import templates
 
@@ -47,42 +46,17 @@ PAGE_POLICIES = {REDOC_PATH: REDOC_CONTENT_SECURITY_POLICY}
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
+def _viewer(request: Request, template: str, *, title: str) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, template, {"title": title, "assets": ASSETS_PATH, "openapi_url": OPENAPI_URL}
+    )
+
+
 @router.get(DOCS_PATH, response_class=HTMLResponse)
 def swagger_ui(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        "docs_swagger.html",
-        {"title": "API", "assets": ASSETS_PATH, "openapi_url": OPENAPI_URL},
-    )
+    return _viewer(request, "docs_swagger.html", title="API")
 
 
 @router.get(REDOC_PATH, response_class=HTMLResponse)
 def redoc(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        "docs_redoc.html",
-        {"title": "API reference", "assets": ASSETS_PATH, "openapi_url": OPENAPI_URL},
-    )
-
-
-class DocsPolicy:
-    """The Content-Security-Policy of the pages in PAGE_POLICIES in place of the strict one.
-    Added outside SecurityHeaders, so it has the last word, on exactly those paths."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        policy = PAGE_POLICIES.get(scope["path"]) if scope["type"] == "http" else None
-        if policy is None:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_policy(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers["Content-Security-Policy"] = policy
-            await send(message)
-
-        await self.app(scope, receive, send_with_policy)
+    return _viewer(request, "docs_redoc.html", title="API reference")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from app import migrate
+from app.settings import Settings
 from tests.conftest import make_settings, service_env
 from tests.live import free_port, live_server
 from tests.pages.seed import Seeded, seed_history
@@ -145,6 +147,46 @@ class _HostHandler(http.server.BaseHTTPRequestHandler):
 
 
 @dataclass(frozen=True)
+class Service:
+    base: str
+    settings: Settings
+    seeded: Seeded
+
+
+@contextmanager
+def _seeded_service(data_dir: Path, **extra_env: str) -> Iterator[Service]:
+    """A live `pirloop serve` on a seeded SQLite file in data_dir: batches of 16 images, a
+    rollout running, a holdout arm serving the first version, no scheduler (so no learning
+    cycle starts by itself); `extra_env` adds to its environment."""
+    settings = make_settings("", data_dir, batch_size=16, holdout_share=0.1)
+    migrate.upgrade(settings.resolved_database_url)
+    seeded = seed_history(settings)
+    env = service_env(
+        data_dir,
+        PIRLOOP_BATCH_SIZE="16",
+        PIRLOOP_HOLDOUT_SHARE="0.1",
+        PIRLOOP_EMBEDDED_SCHEDULER="false",
+        **extra_env,
+    )
+    with live_server(env) as base:
+        yield Service(base=base, settings=settings, seeded=seeded)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """A seeded service of its own for the test that acts on it (the shared `site` stays as
+    seeded), with learning cycles small enough to start by hand (one estimator epoch, one
+    tuning step)."""
+    with _seeded_service(
+        tmp_path,
+        PIRLOOP_ESTIMATOR_EPOCHS="1",
+        PIRLOOP_TUNING_STEPS="1",
+        PIRLOOP_TORCH_THREADS="1",
+    ) as running:
+        yield running
+
+
+@dataclass(frozen=True)
 class Site:
     base: str  # pirloop
     host: str  # the embedding site, another origin
@@ -153,24 +195,15 @@ class Site:
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """pirloop on a seeded SQLite file (no learning cycle can start; a rollout running, a
-    holdout arm serving the first version), and a host site on
-    another port whose pages embed it, one of them pointing at a port where nothing listens."""
-    data_dir = tmp_path_factory.mktemp("pages")
-    settings = make_settings("", data_dir, batch_size=16, holdout_share=0.1)
-    migrate.upgrade(settings.resolved_database_url)
-    seeded = seed_history(settings)
-
+    """The seeded pirloop of _seeded_service, shared by the tests that only look, and a host
+    site on another port whose pages embed it, one of them pointing at a port where nothing
+    listens."""
     host_port, dead_port = free_port(), free_port()
     host = f"http://127.0.0.1:{host_port}"
-    env = service_env(
-        data_dir,
-        PIRLOOP_BATCH_SIZE="16",
-        PIRLOOP_HOLDOUT_SHARE="0.1",
-        PIRLOOP_EMBEDDED_SCHEDULER="false",
-        PIRLOOP_CORS_ORIGINS=f'["{host}"]',
-    )
-    with live_server(env) as base:
+    with _seeded_service(
+        tmp_path_factory.mktemp("pages"), PIRLOOP_CORS_ORIGINS=f'["{host}"]'
+    ) as running:
+        base = running.base
         pages = {
             "/": HOST_PAGE.format(base=base),
             "/down": HOST_PAGE.format(base=f"http://127.0.0.1:{dead_port}"),
@@ -180,7 +213,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield Site(base=base, host=host, seeded=seeded)
+            yield Site(base=base, host=host, seeded=running.seeded)
         finally:
             server.shutdown()
             server.server_close()

@@ -6,24 +6,21 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app import migrate
 from app.placeholder import placeholder_batch
-from app.settings import Settings
-from tests.conftest import TEST_ADMIN, make_settings, service_env
-from tests.live import live_server
-from tests.pages.conftest import Site
-from tests.pages.seed import Seeded, seed_history
+from tests.conftest import TEST_ADMIN
+from tests.pages.conftest import Service, Site
 from tests.rollouts import roll_out_candidate
 
 pytestmark = pytest.mark.browser
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN}"}
+IMAGES_LOADED = "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
+PHONE = {"width": 390, "height": 844}
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float = 15, what: str = "") -> Any:
@@ -59,6 +56,27 @@ def page(browser: Any) -> Iterator[Any]:
     page.errors = errors
     yield page
     context.close()
+
+
+def next_to_rate(page: Any, previous: int) -> int:
+    """The impression /rate shows once it has moved on from `previous` and is ready again."""
+    page.wait_for_function(
+        f"() => document.querySelector('#rate-image').dataset.impression !== '{previous}'"
+        " && document.querySelector('#rate').dataset.state === 'ready'"
+    )
+    return int(page.get_attribute("#rate-image", "data-impression"))
+
+
+def assert_fits_a_phone(page: Any, tap_targets: str, screenshot: Path, *, full_page: bool) -> None:
+    """At a phone's width the page never scrolls sideways and each of `tap_targets` (a
+    selector) is at least 44 CSS pixels high; then the screenshot."""
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    for height in page.eval_on_selector_all(
+        tap_targets, "els => els.map(e => e.getBoundingClientRect().height)"
+    ):
+        assert height >= 44, tap_targets
+    page.screenshot(path=str(screenshot), full_page=full_page)
 
 
 def test_embed_on_another_origin_sets_background_and_reports(site: Site, page: Any) -> None:
@@ -109,9 +127,7 @@ def test_embed_fails_silently_when_pirloop_is_down(site: Site, page: Any) -> Non
 def test_demo_host_page(site: Site, page: Any, screenshot_dir: Path) -> None:
     page.goto(f"{site.base}/demo/host")
     page.wait_for_selector("#hero[data-pirloop-impression]", timeout=15_000)
-    page.wait_for_function(
-        "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
-    )
+    page.wait_for_function(IMAGES_LOADED)
     assert "/v1/images/" in page.eval_on_selector(
         "#hero", "el => getComputedStyle(el).backgroundImage"
     )
@@ -124,22 +140,11 @@ def test_rating_by_key_and_by_click(site: Site, page: Any, screenshot_dir: Path)
     page.wait_for_selector("#rate[data-state=ready]")
     first = int(page.get_attribute("#rate-image", "data-impression"))
     page.keyboard.press("4")
-    page.wait_for_function(
-        f"() => document.querySelector('#rate-image').dataset.impression !== '{first}'"
-        " && document.querySelector('#rate').dataset.state === 'ready'"
-    )
-    second = int(page.get_attribute("#rate-image", "data-impression"))
+    second = next_to_rate(page, first)
     page.click(".star[data-stars='2']")
-    page.wait_for_function(
-        f"() => document.querySelector('#rate-image').dataset.impression !== '{second}'"
-        " && document.querySelector('#rate').dataset.state === 'ready'"
-    )
-    third = int(page.get_attribute("#rate-image", "data-impression"))
+    third = next_to_rate(page, second)
     page.keyboard.press("s")
-    page.wait_for_function(
-        f"() => document.querySelector('#rate-image').dataset.impression !== '{third}'"
-        " && document.querySelector('#rate').dataset.state === 'ready'"
-    )
+    next_to_rate(page, third)
     assert of_impression(site.base, first) == {"rating": 4.0}
     assert of_impression(site.base, second) == {"rating": 2.0}
     assert of_impression(site.base, third) == {"skip": 1.0}
@@ -152,13 +157,7 @@ def test_rating_by_key_and_by_click(site: Site, page: Any, screenshot_dir: Path)
     page.screenshot(path=str(screenshot_dir / "rate.png"))
 
     # On a phone: no sideways scrolling and touch targets of at least 44 CSS pixels.
-    page.set_viewport_size({"width": 390, "height": 844})
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
-    for box in page.eval_on_selector_all(
-        ".star, #skip", "els => els.map(e => e.getBoundingClientRect().height)"
-    ):
-        assert box >= 44
-    page.screenshot(path=str(screenshot_dir / "rate-phone.png"))
+    assert_fits_a_phone(page, ".star, #skip", screenshot_dir / "rate-phone.png", full_page=False)
     assert page.errors == []
 
 
@@ -206,20 +205,14 @@ def test_admin_needs_login_then_shows_plots(site: Site, page: Any, screenshot_di
     ).is_visible()
     assert page.locator("#comparison button", has_text="Promote candidate").is_visible()
     assert page.locator("#history tbody tr").count() == 2
-    page.wait_for_function(
-        "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
-    )
+    page.wait_for_function(IMAGES_LOADED)
     page.screenshot(path=str(screenshot_dir / "admin.png"), full_page=True)
 
     # On a phone: the page itself never scrolls sideways (wide tables scroll in their box),
     # and the rollout's buttons stay big enough to tap.
-    page.set_viewport_size({"width": 390, "height": 844})
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
-    for height in page.eval_on_selector_all(
-        "#comparison .actions button", "els => els.map(e => e.getBoundingClientRect().height)"
-    ):
-        assert height >= 44
-    page.screenshot(path=str(screenshot_dir / "admin-phone.png"), full_page=True)
+    assert_fits_a_phone(
+        page, "#comparison .actions button", screenshot_dir / "admin-phone.png", full_page=True
+    )
     assert page.errors == []
 
 
@@ -267,34 +260,6 @@ LAYOUT_PROBLEMS = """() => {
   }
   return problems;
 }"""
-
-
-@dataclass(frozen=True)
-class Service:
-    base: str
-    settings: Settings
-    seeded: Seeded
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    """A seeded service of its own for the test that acts on it (the shared `site` stays as
-    seeded): a rollout running, a holdout, and learning cycles small enough to start by hand
-    (one estimator epoch, one tuning step)."""
-    settings = make_settings("", tmp_path, batch_size=16, holdout_share=0.1)
-    migrate.upgrade(settings.resolved_database_url)
-    seeded = seed_history(settings)
-    env = service_env(
-        tmp_path,
-        PIRLOOP_BATCH_SIZE="16",
-        PIRLOOP_HOLDOUT_SHARE="0.1",
-        PIRLOOP_EMBEDDED_SCHEDULER="false",
-        PIRLOOP_ESTIMATOR_EPOCHS="1",
-        PIRLOOP_TUNING_STEPS="1",
-        PIRLOOP_TORCH_THREADS="1",
-    )
-    with live_server(env) as base:
-        yield Service(base=base, settings=settings, seeded=seeded)
 
 
 def serving_state(base: str) -> dict[str, Any]:
@@ -486,7 +451,7 @@ def test_every_admin_action_at_1280_by_800(service: Service, page: Any) -> None:
 
     # On a phone too, no button hides sideways: the versions table scrolls in its box with
     # its buttons' column in view.
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size(PHONE)
     assert_layout(page)
     page.set_viewport_size({"width": 1280, "height": 800})
 

@@ -9,15 +9,14 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from app import queries, rollout
-from app.bootstrap import ensure_initial_version
-from app.database import make_engine, make_session_factory, session_scope
+from app import rollout
+from app.database import session_scope
 from app.main import create_app
 from app.models import utcnow
 from app.placeholder import placeholder_batch
 from app.settings import Settings
 from tests.conftest import TEST_ADMIN
-from tests.rollouts import roll_out_candidate
+from tests.rollouts import first_version_serving, log_clicks, roll_out_candidate
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN}"}
 # Every "[low, high]" the page prints with a sign: the intervals on a change.
@@ -31,44 +30,16 @@ def _section(page: str, element_id: str) -> str:
 
 def _look_at_a_handful(settings: Settings) -> None:
     """A rollout looked at once after three impressions per arm (one click against two)."""
-    engine = make_engine(settings.resolved_database_url)
-    factory = make_session_factory(engine)
-    ensure_initial_version(factory, settings, placeholder=True)
-    champion, candidate = roll_out_candidate(
-        settings, placeholder_batch(settings.batch_size, first_seed=500)
-    )
-    when = utcnow() + timedelta(seconds=1)  # after the (zero) ramp: counted
-    with session_scope(factory) as session:
-        for version_id, clicks in (
-            (champion, [True, False, False]),
-            (candidate, [True, True, False]),
-        ):
-            images = queries.batch_image_ids(session, version_id)
-            impressions = queries.insert_impressions(
-                session,
-                [
-                    {
-                        "image_id": images[i],
-                        "version_id": version_id,
-                        "placement": "background",
-                        "visitor_hash": f"few-{version_id}-{i}",
-                        "simulated": False,
-                        "created_at": when,
-                    }
-                    for i in range(len(clicks))
-                ],
-            )
-            queries.insert_new_interactions(
-                session,
-                [
-                    {"impression_id": impression, "kind": "click", "value": 1.0, "created_at": when}
-                    for impression, clicked in zip(impressions, clicks, strict=True)
-                    if clicked
-                ],
-            )
-    with session_scope(factory) as session:
-        assert rollout.check_running(session, settings) is not None
-    engine.dispose()
+    with first_version_serving(settings) as (factory, _):
+        champion, candidate = roll_out_candidate(
+            settings, placeholder_batch(settings.batch_size, first_seed=500)
+        )
+        when = utcnow() + timedelta(seconds=1)  # after the (zero) ramp: counted
+        with session_scope(factory) as session:
+            log_clicks(session, champion, [True, False, False], when=when, simulated=False)
+            log_clicks(session, candidate, [True, True, False], when=when, simulated=False)
+        with session_scope(factory) as session:
+            assert rollout.check_running(session, settings) is not None
 
 
 def test_rollout_panel_cuts_the_pir_change_interval_to_minus_one_one(settings: Settings) -> None:

@@ -13,14 +13,14 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 
 from app import queries
-from app.bootstrap import ensure_initial_version
-from app.database import make_engine, make_session_factory, session_scope
+from app.database import session_scope
 from app.main import create_app
 from app.models import VersionStatus
 from app.placeholder import placeholder_batch
 from app.report import round_table
 from app.settings import Settings
 from app.stats import summarize
+from tests.rollouts import first_version_serving, log_clicks
 from worker.sim.via_api import ServiceClient, measured_change, measured_pir
 
 # 1 impression (no click), 2 (one click), 16 (4 clicks over the batch of 8 images).
@@ -33,13 +33,9 @@ PRINTED = re.compile(
 def _lineage(settings: Settings, traffic: Sequence[Sequence[bool]]) -> list[int]:
     """A version per entry of traffic, each with that many background impressions, round robin
     over its images, clicked or not."""
-    engine = make_engine(settings.resolved_database_url)
-    factory = make_session_factory(engine)
-    first = ensure_initial_version(factory, settings, placeholder=True)
-    assert first is not None
-    ids = [first]
     when = datetime.now(UTC) - timedelta(hours=1)
-    with session_scope(factory) as session:
+    with first_version_serving(settings) as (factory, first), session_scope(factory) as session:
+        ids = [first]
         for step in range(1, len(traffic)):
             version = queries.create_version(
                 session, source="placeholder", parent_id=ids[-1], status=VersionStatus.ready
@@ -51,30 +47,7 @@ def _lineage(settings: Settings, traffic: Sequence[Sequence[bool]]) -> list[int]
             ids.append(version.id)
         session.flush()
         for version_id, clicks in zip(ids, traffic, strict=True):
-            images = queries.batch_image_ids(session, version_id)
-            impressions = queries.insert_impressions(
-                session,
-                [
-                    {
-                        "image_id": images[i % len(images)],
-                        "version_id": version_id,
-                        "placement": "background",
-                        "visitor_hash": f"report-{version_id}-{i}",
-                        "simulated": True,
-                        "created_at": when,
-                    }
-                    for i in range(len(clicks))
-                ],
-            )
-            queries.insert_new_interactions(
-                session,
-                [
-                    {"impression_id": impression, "kind": "click", "value": 1.0, "created_at": when}
-                    for impression, clicked in zip(impressions, clicks, strict=True)
-                    if clicked
-                ],
-            )
-    engine.dispose()
+            log_clicks(session, version_id, clicks, when=when, simulated=True)
     return ids
 
 

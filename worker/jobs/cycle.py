@@ -22,6 +22,7 @@ from app.decision import Outcome
 from app.measurement import Measurement
 from app.models import RunStatus, TrainingRun, VersionStatus, utcnow
 from app.settings import Settings
+from worker import metrics as worker_metrics
 from worker.jobs.batches import draw_batch, image_quality, version_checkpoint
 from worker.jobs.context import JobContext, job_context
 from worker.jobs.retention import purge_events
@@ -70,6 +71,7 @@ def check_rollout(ctx: JobContext) -> dict[str, Any] | None:
     if current is None:
         return {"rollout_id": rollout_id, "outcome": "continue", "reason": "ramping up"}
     decision = current.decision
+    worker_metrics.record_decision(ctx.settings, str(decision.outcome))
     if decision.outcome != Outcome.continue_:
         log.info(
             "rollout %s: %s candidate version %s: %s",
@@ -160,12 +162,19 @@ def run_cycle(run_id: int) -> dict[str, Any]:
             return {"run_id": run_id, "status": run.status, "repeat": True}
         if run.attempts >= MAX_ATTEMPTS:
             queries.mark_run(session, run, status=RunStatus.failed, error="too many attempts")
+            worker_metrics.cycle_ended(ctx.settings, "failed")  # its attempts were killed
             return {"run_id": run_id, "status": RunStatus.failed}
+        # The wait in the queue: from the run's creation to its first attempt.
+        requested_at = run.created_at if run.attempts == 0 else None
         queries.mark_run(session, run, status=RunStatus.running)
         parent_id = run.version_id
         assert parent_id is not None
     try:
-        return _run_cycle(ctx, run_id, parent_id)
+        with worker_metrics.cycle_running(ctx.settings, requested_at) as outcome:
+            result = _run_cycle(ctx, run_id, parent_id)
+            if result.get("repeat"):
+                outcome["outcome"] = "repeat"
+        return result
     except Exception as exc:
         with session_scope(ctx.sessions) as session:
             run = session.get(TrainingRun, run_id)
@@ -236,7 +245,10 @@ def _run_cycle(ctx: JobContext, run_id: int, parent_id: int) -> dict[str, Any]:
         "tuning": _jsonable(result.tuning_metrics),
         **result.estimated_change(),
     }
-    return _publish(ctx, run_id, parent_id, tuned_key, generator, metrics)
+    published = _publish(ctx, run_id, parent_id, tuned_key, generator, metrics)
+    if not published.get("repeat"):
+        worker_metrics.record_cycle(settings, metrics, published["version_id"])
+    return published
 
 
 def _progress_writer(

@@ -21,6 +21,7 @@ SE² = (B - 1) / B · Σ_g (θ_(g) - mean θ_(.))².
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,19 +67,30 @@ def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def mmd2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD² of feature sets x and y as a tensor (differentiable; the tuning guard)."""
-    n, m = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    return _mmd2(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+
+
+def _mmd2(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD² from the kernel matrices (diagonals of Kxx and Kyy left out): KID takes
+    it from matrices computed once, for the estimate and every jackknife replicate."""
+    n, m = kxx.shape[0], kyy.shape[0]
     within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return within_x + within_y - 2 * kxy.mean()
 
 
-def _u_statistic(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor) -> float:
-    """Unbiased MMD² from the kernel matrices (diagonals of Kxx and Kyy left out)."""
-    n, m = kxx.shape[0], kyy.shape[0]
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(within_x + within_y - 2 * kxy.mean())
+def _jackknife(
+    statistic: Callable[..., float], sizes: Sequence[int], *, groups: int = GROUPS
+) -> float:
+    """The delete-a-group jackknife standard error (module docstring) of `statistic`, a
+    function of one boolean keep-mask per set, for sets of `sizes` items. Every set is cut into
+    the same number of groups (item i in group i % groups, at least MIN_GROUP items a group),
+    and group g of every set is left out together."""
+    groups = max(2, min(groups, *(size // MIN_GROUP for size in sizes)))
+    membership = [torch.arange(size) % groups for size in sizes]
+    left_out = [statistic(*(group != g for group in membership)) for g in range(groups)]
+    mean = sum(left_out) / groups
+    return math.sqrt((groups - 1) / groups * sum((t - mean) ** 2 for t in left_out))
 
 
 def kernel_distance(x: torch.Tensor, y: torch.Tensor, *, groups: int = GROUPS) -> KernelDistance:
@@ -89,19 +101,13 @@ def kernel_distance(x: torch.Tensor, y: torch.Tensor, *, groups: int = GROUPS) -
         )
     x, y = x.double(), y.double()
     kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    value = _u_statistic(kxx, kyy, kxy)  # the same number as mmd2(x, y)
-    groups = max(2, min(groups, x.shape[0] // MIN_GROUP, y.shape[0] // MIN_GROUP))
-    x_group = torch.arange(x.shape[0]) % groups
-    y_group = torch.arange(y.shape[0]) % groups
-    left_out = []
-    for g in range(groups):
-        keep_x, keep_y = x_group != g, y_group != g
-        left_out.append(
-            _u_statistic(kxx[keep_x][:, keep_x], kyy[keep_y][:, keep_y], kxy[keep_x][:, keep_y])
-        )
-    mean = sum(left_out) / groups
-    variance = (groups - 1) / groups * sum((t - mean) ** 2 for t in left_out)
-    return KernelDistance(value, math.sqrt(variance), x.shape[0], y.shape[0])
+
+    def kid(keep_x: torch.Tensor, keep_y: torch.Tensor) -> float:
+        return float(_mmd2(kxx[keep_x][:, keep_x], kyy[keep_y][:, keep_y], kxy[keep_x][:, keep_y]))
+
+    value = float(_mmd2(kxx, kyy, kxy))  # the same number as mmd2(x, y)
+    se = _jackknife(kid, (x.shape[0], y.shape[0]), groups=groups)
+    return KernelDistance(value, se, x.shape[0], y.shape[0])
 
 
 def differentiable_features(images: torch.Tensor, reference: Reference) -> torch.Tensor:
@@ -164,21 +170,16 @@ def realism_change(before: torch.Tensor, after: torch.Tensor) -> RealismChange:
     kbr, kar = polynomial_kernel(b, r), polynomial_kernel(a, r)
 
     def change(keep: torch.Tensor) -> float:
-        return _u_statistic(kaa[keep][:, keep], krr[keep][:, keep], kar[keep][:, keep]) - (
-            _u_statistic(kbb[keep][:, keep], krr[keep][:, keep], kbr[keep][:, keep])
+        return float(_mmd2(kaa[keep][:, keep], krr[keep][:, keep], kar[keep][:, keep])) - float(
+            _mmd2(kbb[keep][:, keep], krr[keep][:, keep], kbr[keep][:, keep])
         )
 
     every = torch.ones(count, dtype=torch.bool)
-    groups = max(2, min(GROUPS, count // MIN_GROUP))
-    group = torch.arange(count) % groups
-    left_out = [change(group != g) for g in range(groups)]
-    mean = sum(left_out) / groups
-    se = math.sqrt((groups - 1) / groups * sum((t - mean) ** 2 for t in left_out))
     return RealismChange(
         before=kernel_distance(b, r),
         after=kernel_distance(a, r),
         change=change(every),
-        change_se=se,
+        change_se=_jackknife(change, (count,)),
     )
 
 
