@@ -18,6 +18,7 @@ from app.models import (
     Image,
     Impression,
     Interaction,
+    RunStatus,
     TrainingRun,
     VersionStatus,
     utcnow,
@@ -341,6 +342,22 @@ def active_runs(session: Session, kind: str) -> Sequence[TrainingRun]:
         .where(TrainingRun.kind == kind)
         .where(TrainingRun.status.in_(["queued", "running"]))
     ).all()
+
+
+def fail_runs_still(
+    session: Session, run_ids: Sequence[int], *, statuses: Sequence[str], error: str
+) -> int:
+    """Mark these runs failed if they are still in one of `statuses`, in one conditional
+    UPDATE: a worker that has just started one (queued -> running) keeps it."""
+    if not run_ids:
+        return 0
+    result = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id.in_(run_ids), TrainingRun.status.in_(list(statuses)))
+        .values(status=RunStatus.failed, finished_at=utcnow(), error=error)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def mark_run(

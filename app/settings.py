@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     cycle_fallback_seconds: int = Field(default=24 * 3600, ge=1)
     # A cycle queued or running longer than this is taken as abandoned (its worker died).
     cycle_timeout_seconds: int = Field(default=3 * 3600, ge=10)
+    # A cycle still queued (no worker has started it) this long is taken as lost: its task
+    # never reached the broker (Redis was down when it was sent, or the sender died). The next
+    # tick starts a new one, instead of learning waiting out the whole cycle timeout.
+    cycle_queue_timeout_seconds: int = Field(default=600, ge=1)
     # How often the scheduler (Celery beat, or the embedded one) checks whether a cycle is due.
     scheduler_interval_seconds: float = Field(default=10.0, gt=0)
     # Run the embedded scheduler in the API process when there is no Redis.

@@ -193,7 +193,10 @@ def main() -> None:
         ):
             wait_http(f"http://127.0.0.1:{port}/docs")
             bare = load(
-                f"http://127.0.0.1:{port}{bare_route}",
+                f"http://127.0.0.1:{port}{bare_route}", tokens, args, args.anchor_seconds, work
+            )
+            bare_sync = load(
+                f"http://127.0.0.1:{port}{bare_route.replace('/bare', '/bare-sync')}",
                 tokens,
                 args,
                 args.anchor_seconds,
@@ -207,6 +210,8 @@ def main() -> None:
     ratios = {
         "vs_target": rate / TARGET_PER_SECOND,
         "answered_vs_bare_fastapi": pirloop["answered_per_second"] / bare["answered_per_second"],
+        "answered_vs_bare_fastapi_sync": pirloop["answered_per_second"]
+        / bare_sync["answered_per_second"],
     }
     acknowledged = "created" if args.batch > 1 else "201"
     repeated = "duplicate" if args.batch > 1 else "200"
@@ -215,7 +220,11 @@ def main() -> None:
         f"{'target':30} {'requests/s':>10} {'items/s':>8} {'stored/s':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7}"
     )
-    for name, result in ((f"pirloop {route}", pirloop), (f"bare FastAPI {bare_route}", bare)):
+    for name, result in (
+        (f"pirloop {route}", pirloop),
+        (f"bare FastAPI {bare_route} (async)", bare),
+        (f"bare FastAPI {bare_route} (def)", bare_sync),
+    ):
         print(
             f"{name:30} {result['answered_per_second']:10.0f} "
             f"{result['items_answered_per_second']:8.0f} "
@@ -231,7 +240,8 @@ def main() -> None:
     if pirloop["pairs_ran_out"]:
         print("warning: the new pairs ran out; raise --impressions")
     print(f"ratio stored/s vs {TARGET_PER_SECOND}/s target: {ratios['vs_target']:.2f}x")
-    print(f"ratio requests/s vs bare FastAPI: {ratios['answered_vs_bare_fastapi']:.2f}x")
+    print(f"ratio requests/s vs bare FastAPI (async): {ratios['answered_vs_bare_fastapi']:.2f}x")
+    print(f"ratio requests/s vs bare FastAPI (def): {ratios['answered_vs_bare_fastapi_sync']:.2f}x")
     verdict = "met" if rate >= TARGET_PER_SECOND and consistent else "NOT met"
     print(f"target (>= {TARGET_PER_SECOND}/s stored, acknowledged == stored): {verdict}")
     path = write_result(
@@ -248,6 +258,7 @@ def main() -> None:
             "impressions_prepared": count,
             "pirloop": summary(pirloop),
             "bare_fastapi": summary(bare),
+            "bare_fastapi_sync": summary(bare_sync),
             "stored_rows": len(stored),
             "acknowledged_equals_stored": consistent,
             "ratios": ratios,

@@ -81,16 +81,31 @@ def check_rollout(ctx: JobContext) -> dict[str, Any] | None:
 
 
 def abandon_stale_runs(ctx: JobContext) -> int:
-    cutoff = utcnow() - timedelta(seconds=ctx.settings.cycle_timeout_seconds)
+    """Fail the active cycles that will never finish: one running (or queued) past the cycle
+    timeout (its worker died for good), or one still queued past the queue timeout (its task
+    never reached the broker). A late copy of such a task then finds its run failed and does
+    nothing, and the next tick starts a new cycle."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=ctx.settings.cycle_timeout_seconds)
+    queue_cutoff = now - timedelta(seconds=ctx.settings.cycle_queue_timeout_seconds)
     with session_scope(ctx.sessions) as session:
-        stale = [
-            run
-            for run in queries.active_runs(session, CYCLE)
-            if (run.started_at or run.created_at) < cutoff
-        ]
-        for run in stale:
-            queries.mark_run(session, run, status=RunStatus.failed, error="abandoned: timed out")
-    return len(stale)
+        runs = queries.active_runs(session, CYCLE)
+        stale = [run.id for run in runs if _aware(run.started_at or run.created_at) < cutoff]
+        lost = [
+            run.id
+            for run in runs
+            if run.status == RunStatus.queued and _aware(run.created_at) < queue_cutoff
+            and run.id not in stale
+        ]  # fmt: skip
+        abandoned = queries.fail_runs_still(
+            session, stale, statuses=(RunStatus.queued, RunStatus.running),
+            error="abandoned: timed out",
+        ) + queries.fail_runs_still(
+            session, lost, statuses=(RunStatus.queued,),
+            error=f"abandoned: no worker started it within "
+            f"{ctx.settings.cycle_queue_timeout_seconds} s (its task never reached the broker?)",
+        )  # fmt: skip
+    return abandoned
 
 
 def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
@@ -131,7 +146,16 @@ def maybe_start_cycle(force: bool = False) -> dict[str, Any]:
     except IntegrityError:
         return {"started": False, "reason": "a cycle is already active"}
     log.info("starting cycle run %s on version %s: %s", run_id, version_id, reason)
-    submit_cycle(ctx.settings, run_id)
+    try:
+        submit_cycle(ctx.settings, run_id)
+    except Exception as exc:  # the broker is down: no task, so the run must not stay active
+        if ctx.settings.redis_url:
+            with session_scope(ctx.sessions) as session:
+                queries.fail_runs_still(
+                    session, [run_id], statuses=(RunStatus.queued,),
+                    error=f"could not be queued: {exc}",
+                )  # fmt: skip
+        raise
     return {"started": True, "run_id": run_id, "reason": reason}
 
 

@@ -1,0 +1,169 @@
+"""Where a hot request's time goes: py-spy samples every uvicorn worker while wrk loads one path.
+
+    .venv/bin/python -m bench.profile_hot_path [--path impression|interaction|image] [--seconds 20]
+
+Writes docs/flame-<path>.svg (a flame graph: width is the share of samples) and prints the
+samples by part of the request (validation, token signing and checking, the database, JSON
+encoding, middleware, logging, rate limiting, the event loop), from py-spy's collapsed stacks.
+Same set-up as bench/serving.py: PostgreSQL, 2 uvicorn workers, 64 connections. Needs py-spy
+(`.venv/bin/pip install py-spy`; it attaches with ptrace, so run as root) and wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+
+from bench.common import (
+    BIN,
+    ROOT,
+    free_port,
+    need,
+    prepared_service,
+    process,
+    uvicorn_flags,
+    wait_http,
+    write_result,
+    wrk,
+)
+
+# Where a sample falls: the first part whose marker is in its stack (innermost first wins,
+# so token checking inside a dependency counts as tokens, not as dependency injection).
+PARTS = {
+    "token signing/checking": ("app/tokens.py", "hmac.py", "hashlib"),
+    "database (SQLAlchemy, psycopg)": ("sqlalchemy/", "psycopg/", "app/writer.py"),
+    "rate limiting": ("app/ratelimit.py",),
+    "request validation (pydantic, FastAPI params)": (
+        "pydantic/",
+        "pydantic_core",
+        "fastapi/dependencies/",
+        "fastapi/_compat",
+    ),
+    "response encoding (JSON, models)": ("fastapi/encoders.py", "json/", "serialize_response"),
+    "serving pick and image cache": ("app/serving.py", "app/image_cache.py", "app/ingest.py"),
+    "metrics": ("app/metrics.py", "prometheus_client/"),
+    "middleware": ("app/security.py", "app/errors.py", "starlette/middleware/", "app/ratelimit"),
+    "logging": ("logging/",),
+    "HTTP parsing and the event loop (uvicorn, asyncio)": (
+        "uvicorn/",
+        "asyncio/",
+        "uvloop",
+        "h11/",
+        "httptools",
+    ),
+    "routing (Starlette, FastAPI)": ("starlette/", "fastapi/"),
+}
+IDLE = ("select", "epoll", "_worker (concurrent/futures/thread.py", "wait (threading.py")
+
+
+def classify(stack: str) -> str:
+    frames = stack.split(";")
+    if frames and any(marker in frames[-1] for marker in IDLE):
+        return "idle (waiting)"
+    for frame in reversed(frames):  # innermost frame first
+        for part, markers in PARTS.items():
+            if any(marker in frame for marker in markers):
+                return part
+    return "other"
+
+
+def breakdown(collapsed: Path) -> dict[str, float]:
+    """Share of busy samples by part; collapsed lines are 'frame;frame;... count'."""
+    samples: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            samples[classify(stack)] += int(count)
+    busy = sum(n for part, n in samples.items() if part != "idle (waiting)")
+    return {part: n / busy for part, n in samples.most_common() if part != "idle (waiting)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--path", choices=["impression", "interaction", "image"], default="impression"
+    )
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    args = parser.parse_args()
+    py_spy = need(str(BIN / "py-spy"), "py-spy (pip)")
+    with prepared_service("pirloop-profile-") as (_, env, work):
+        port = free_port()
+        command = [str(BIN / "uvicorn"), "app.main:create_app", "--factory", "--port", str(port)]
+        with process([*command, *uvicorn_flags(args.workers)], env, work / "pirloop.log") as api:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/readyz")
+            served = httpx.post(f"{base}/v1/impressions", json={"placement": "background"}).json()
+            script = work / "load.lua"
+            if args.path == "image":
+                target, body = urljoin(base + "/", served["image_url"]), None
+            elif args.path == "impression":
+                target, body = f"{base}/v1/impressions", '{"placement": "background"}'
+            else:
+                # Repeats of one token's click: each is checked and answered 200 (idempotent),
+                # the same path as a new one up to the final insert.
+                target = f"{base}/v1/interactions"
+                body = f'{{"token": "{served["token"]}", "kind": "click"}}'
+            if body is None:
+                script.write_text("")
+            else:
+                script.write_text(
+                    f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                )
+            collapsed = work / "stacks.txt"
+            svg = ROOT / "docs" / f"flame-{args.path}.svg"
+            loaded = script if body else None
+
+            def profiled_load(fmt: str, out: Path) -> dict[str, float]:
+                """wrk on the target while py-spy samples the server (one format a run)."""
+                spy = subprocess.Popen(
+                    [
+                        py_spy,
+                        "record",
+                        "--pid",
+                        str(api.pid),
+                        "--subprocesses",
+                        "--nonblocking",
+                        "--rate",
+                        str(args.rate),
+                        "--duration",
+                        str(args.seconds),
+                        "--format",
+                        fmt,
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)  # attached before the load starts
+                result = wrk(
+                    target, connections=args.connections, seconds=args.seconds, script=loaded
+                )
+                spy.wait(timeout=120)
+                return result
+
+            load = profiled_load("flamegraph", svg)
+            profiled_load("raw", collapsed)  # collapsed stacks, for the table
+            parts = breakdown(collapsed)
+    print(
+        f"{args.path}: {load['requests_per_second']:.0f} req/s, p99 {load.get('p99_ms', 0):.1f} ms "
+        f"under py-spy ({args.connections} connections, {args.workers} workers)"
+    )
+    for part, share in parts.items():
+        print(f"  {share:6.1%}  {part}")
+    print(f"flame graph: {svg.relative_to(ROOT)}")
+    write_result(f"profile_{args.path}", {"load": load, "busy_share_by_part": parts})
+
+
+if __name__ == "__main__":
+    main()
