@@ -18,6 +18,7 @@ from app.bootstrap import ml_available
 from app.database import engine_from_settings, make_session_factory
 from app.errors import BodySizeLimit, document_errors, install_error_handlers
 from app.image_cache import ImageCache
+from app.image_fast_path import CachedImageAnswers
 from app.ingest import Ingest
 from app.jobs import InProcessDispatcher, make_dispatcher
 from app.metrics import (
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     document_errors(app)
+    # Innermost: cached images answered before routing, inside every other middleware.
+    app.add_middleware(CachedImageAnswers)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

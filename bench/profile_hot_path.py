@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--stacks", type=Path, help="keep the collapsed stacks in this file")
     args = parser.parse_args()
     py_spy = need(str(BIN / "py-spy"), "py-spy (pip)")
     with prepared_service("pirloop-profile-") as (_, env, work):
@@ -119,7 +120,7 @@ def main() -> None:
                     f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
                     'wrk.headers["Content-Type"] = "application/json"\n'
                 )
-            collapsed = work / "stacks.txt"
+            collapsed = args.stacks or work / "stacks.txt"
             svg = ROOT / "docs" / f"flame-{args.path}.svg"
             loaded = script if body else None
 

@@ -51,6 +51,12 @@ DisplayWidth = Annotated[
 ]
 
 
+def image_headers(etag: str) -> dict[str, str]:
+    """What every image answer carries besides its type and length (app/image_fast_path.py
+    answers cached images with the same)."""
+    return {"ETag": etag, "Cache-Control": IMMUTABLE, "Access-Control-Allow-Origin": "*"}
+
+
 def image_url(settings: Settings, image_id: int) -> str:
     """The URL of GET /v1/images/{image_id}: on PIRLOOP_PUBLIC_URL when it is set, else
     relative to this service. Never built from the request's Host header, which the client
@@ -93,7 +99,7 @@ async def get_image(image_id: IdPath, request: Request, w: DisplayWidth = None) 
             raise NotFound(f"image {image_id} does not exist")
         cache.put(image_id, image)
     etag = display_etag(image.content_hash, w)
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Access-Control-Allow-Origin": "*"}
+    headers = image_headers(etag)
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)  # before any resampling
     if w is not None:
