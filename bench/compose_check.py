@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,19 +185,7 @@ def base_images(work: Path, made: list[str]) -> dict[str, str]:
             if not image_exists(STANDIN_BASE):
                 build_standin_base(work)
                 made.append(STANDIN_BASE)
-            run(
-                [
-                    "docker",
-                    "build",
-                    "-q",
-                    "-t",
-                    tag,
-                    "-f",
-                    str(STANDIN_DIR / dockerfile),
-                    str(STANDIN_DIR),
-                ],
-                quiet=True,
-            )
+            docker_build(tag, STANDIN_DIR / dockerfile, STANDIN_DIR)
             how[tag] = "stand-in"
             made.append(tag)
     return how
@@ -253,22 +241,14 @@ def wheel_mirror() -> Iterator[list[str]]:
         server.wait(10)
 
 
+def docker_build(tag: str, dockerfile: Path, context: Path, build_args: Sequence[str] = ()) -> None:
+    run(["docker", "build", "-q", "-t", tag, "-f", str(dockerfile), *build_args, str(context)],
+        quiet=True)  # fmt: skip
+
+
 def build_project_images(build_args: list[str], made: list[str]) -> None:
     for tag, dockerfile in PROJECT_IMAGES.items():
-        run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "-t",
-                tag,
-                "-f",
-                str(ROOT / dockerfile),
-                *build_args,
-                str(ROOT),
-            ],
-            quiet=True,
-        )
+        docker_build(tag, ROOT / dockerfile, ROOT, build_args)
         made.append(tag)
 
 
