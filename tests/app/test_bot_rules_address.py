@@ -239,10 +239,15 @@ def test_the_embedded_scheduler_flags_bots_without_the_ml_stack(
 def celery_app_without(blocked: list[str], tmp_path: Path) -> dict[str, list[str]]:
     """The Celery app's tasks and beat schedule, imported in a process where the `blocked`
     modules cannot be imported (as on a worker image without the ML stack)."""
+    # A finder that says "not installed", as on such an image: `'torch' in sys.modules` stays
+    # false (a None entry there instead breaks libraries that probe for torch, such as scipy).
     script = (
-        "import json, sys\n"
-        f"for name in {blocked!r}:\n"
-        "    sys.modules[name] = None\n"
+        "import importlib.abc, json, sys\n"
+        "class NotInstalled(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
         "from worker.celery_app import celery_app\n"
         "import worker.tasks\n"
         "print(json.dumps({'tasks': sorted(t for t in celery_app.tasks if t.startswith("
