@@ -16,6 +16,7 @@ middleware, so those still see every request.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,6 +30,18 @@ IMAGE_PATH = re.compile(rf"^{re.escape(router.prefix)}/([1-9][0-9]{{0,9}})$")
 WIDTH_QUERIES = {b"": None} | {f"w={width}".encode(): width for width in DISPLAY_WIDTHS}
 
 
+@dataclass(frozen=True)
+class AnsweredRoute:
+    """What the router leaves in scope["route"] for the request it answers: here only its
+    template, which app/metrics.py labels requests by (without it, it would match the path
+    against every route on this hottest of paths)."""
+
+    path: str
+
+
+IMAGE_ROUTE = AnsweredRoute(f"{router.prefix}/{{image_id}}")
+
+
 class CachedImageAnswers:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,6 +52,7 @@ class CachedImageAnswers:
             await self.app(scope, receive, send)
             return
         image, etag = answer
+        scope["route"] = IMAGE_ROUTE
         headers = [
             (name.lower().encode(), value.encode()) for name, value in image_headers(etag).items()
         ]

@@ -106,7 +106,9 @@ async def downstream(scope: Scope, receive: Receive, send: Send) -> None:
 
 def test_a_hit_never_reaches_the_route_and_a_miss_always_does() -> None:
     fast = CachedImageAnswers(downstream)
-    hit = run(fast, http_scope("/v1/images/7"))
+    scope = http_scope("/v1/images/7")
+    hit = run(fast, scope)
+    assert scope["route"].path == "/v1/images/{image_id}"  # what the metrics label it by
     assert hit[0]["status"] == 200
     assert hit[1]["body"] == b"PNG"
     assert (b"etag", display_etag("abc", None).encode()) in hit[0]["headers"]
