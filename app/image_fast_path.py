@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.deps import MAX_ID
@@ -56,7 +57,7 @@ class CachedImageAnswers:
         headers = [
             (name.lower().encode(), value.encode()) for name, value in image_headers(etag).items()
         ]
-        if etag in _header(scope, b"if-none-match"):
+        if etag in Headers(scope=scope).get("if-none-match", ""):  # as the route reads it
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -73,12 +74,13 @@ class CachedImageAnswers:
         if scope["method"] != "GET":
             return None
         match = IMAGE_PATH.match(scope["path"])
-        if match is None or scope.get("query_string", b"") not in WIDTH_QUERIES:
+        query = scope.get("query_string", b"")
+        if match is None or query not in WIDTH_QUERIES:
             return None
         image_id = int(match.group(1))
         if image_id > MAX_ID:
             return None
-        width = WIDTH_QUERIES[scope.get("query_string", b"")]
+        width = WIDTH_QUERIES[query]
         state = scope["app"].state
         originals: ImageCache | None = getattr(state, "image_cache", None)  # set at start-up
         original = originals.get(image_id) if originals is not None else None
@@ -89,10 +91,3 @@ class CachedImageAnswers:
         sized: ImageCache = state.display_cache
         image = sized.get((image_id, width))
         return None if image is None else (image, display_etag(original.content_hash, width))
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""

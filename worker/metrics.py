@@ -135,14 +135,13 @@ LAST_SUCCESS = _last(
 def cycle_running(settings: Settings, requested_at: datetime | None) -> Iterator[dict[str, str]]:
     """Around one attempt of a cycle: counts it running and, when it ends, its outcome and
     duration. The caller sets outcome["outcome"]; an exception makes it "failed".
-    requested_at (the run's creation, on its first attempt only) gives the queue wait."""
+    requested_at (the run's creation in UTC, on its first attempt only) gives the queue wait."""
     outcome = {"outcome": "candidate"}
     if not settings.metrics_enabled:
         yield outcome
         return
     if requested_at is not None:
-        aware = requested_at if requested_at.tzinfo else requested_at.replace(tzinfo=UTC)
-        CYCLE_QUEUE_WAIT.observe(max(0.0, (datetime.now(UTC) - aware).total_seconds()))
+        CYCLE_QUEUE_WAIT.observe(max(0.0, (datetime.now(UTC) - requested_at).total_seconds()))
     started = time.monotonic()
     CYCLES_RUNNING.inc()
     try:

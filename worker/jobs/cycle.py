@@ -189,7 +189,7 @@ def run_cycle(run_id: int) -> dict[str, Any]:
             worker_metrics.cycle_ended(ctx.settings, "failed")  # its attempts were killed
             return {"run_id": run_id, "status": RunStatus.failed}
         # The wait in the queue: from the run's creation to its first attempt.
-        requested_at = run.created_at if run.attempts == 0 else None
+        requested_at = _aware(run.created_at) if run.attempts == 0 else None
         queries.mark_run(session, run, status=RunStatus.running)
         parent_id = run.version_id
         assert parent_id is not None
