@@ -49,6 +49,7 @@ from app.scheduler import FLAGGING, LEARNING, EmbeddedScheduler
 from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
+from app.write_fast_path import PublicWriteAnswers
 from app.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     document_errors(app)
-    # Innermost: cached images answered before routing, inside every other middleware.
+    # Innermost: cached images and the two busiest POSTs answered before routing, inside
+    # every other middleware.
     app.add_middleware(CachedImageAnswers)
+    app.add_middleware(PublicWriteAnswers)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

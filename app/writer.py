@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -97,6 +98,12 @@ class GroupCommitWriter:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._session_factory = session_factory
+        # The writer keeps one connection of its own between transactions: checking one out
+        # of the pool for every group (and the pool's liveness ping) cost a round trip and a
+        # tenth of the writer's time under load. Dropped when the database goes away, so the
+        # next group connects afresh (its failure answered 503, nothing acknowledged).
+        self._engine: Engine = session_factory.kw["bind"]
+        self._connection: Connection | None = None
         self._max_batch = max_batch
         # Told each transaction's writes and seconds (app/metrics.py), on the writer thread.
         self._on_commit = on_commit
@@ -153,7 +160,7 @@ class GroupCommitWriter:
         while not stopping:
             first = self._queue.get()
             if first is _STOP:
-                return
+                break
             batch: list[_Pending] = [first]  # type: ignore[list-item]
             # Counted in items: an entry of many items is never split, even past max_batch.
             size = len(batch[0].items)
@@ -175,6 +182,8 @@ class GroupCommitWriter:
             self._answer(batch, outcomes)
             if self._on_commit is not None:  # after the answers: they wait for nothing else
                 self._on_commit(len(writes), seconds)
+        if self._connection is not None:
+            self._connection.close()
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:
@@ -195,6 +204,7 @@ class GroupCommitWriter:
             return self._apply(writes)
         except Exception as exc:
             if is_unavailable(exc):
+                self._drop_connection()
                 log.warning("a batch of %d writes failed: %s", len(writes), exc.__class__.__name__)
                 return [WriteUnavailable(str(exc)) for _ in writes]
             if len(writes) == 1:
@@ -205,12 +215,21 @@ class GroupCommitWriter:
             log.warning("a batch of %d writes failed; retrying them one by one", len(writes))
             return [outcome for write in writes for outcome in self._commit([write])]
 
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):  # it is broken already; close what is left
+                self._connection.invalidate()
+                self._connection.close()
+            self._connection = None
+
     def _apply(self, writes: list[tuple[BatchKind[Any, Any], Any]]) -> list[Any]:
         outcomes: list[Any] = [None] * len(writes)
         by_kind: dict[int, list[int]] = {}
         for index, (kind, _) in enumerate(writes):
             by_kind.setdefault(id(kind), []).append(index)
-        with self._session_factory() as session, session.begin():
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        with self._session_factory(bind=self._connection) as session, session.begin():
             for indices in by_kind.values():
                 kind = writes[indices[0]][0]
                 results = kind.apply(session, [writes[i][1] for i in indices])

@@ -16,7 +16,8 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urljoin
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -84,6 +85,31 @@ def breakdown(collapsed: Path) -> dict[str, float]:
     return {part: n / busy for part, n in samples.most_common() if part != "idle (waiting)"}
 
 
+def load_target(
+    base: str, path: str, served: dict[str, Any] | None, work: Path
+) -> tuple[str, Path | None]:
+    """The URL wrk loads for a path and its Lua script (None for a plain GET). `served` is an
+    impression pirloop answered (its image and token); None for the bare anchor under `base`,
+    whose routes take any body."""
+    if path == "image":
+        return (base + urlsplit(served["image_url"]).path if served else f"{base}/image"), None
+    if path == "impression":
+        target = f"{base}/v1/impressions" if served else f"{base}/impressions"
+        body = '{"placement": "background"}'
+    else:
+        # Repeats of one token's click: each is checked and answered 200 (idempotent),
+        # the same path as a new one up to the final insert.
+        target = f"{base}/v1/interactions" if served else f"{base}/interactions"
+        token = served["token"] if served else "x" * 86
+        body = f'{{"token": "{token}", "kind": "click"}}'
+    script = work / f"load-{path}.lua"
+    script.write_text(
+        f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return target, script
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
@@ -93,6 +119,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only threads holding the GIL: Python's own CPU time, without the waits "
+        "in C (psycopg waiting on PostgreSQL reads as busy otherwise)",
+    )
     parser.add_argument("--stacks", type=Path, help="keep the collapsed stacks in this file")
     args = parser.parse_args()
     py_spy = need(str(BIN / "py-spy"), "py-spy (pip)")
@@ -103,26 +135,9 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/readyz")
             served = httpx.post(f"{base}/v1/impressions", json={"placement": "background"}).json()
-            script = work / "load.lua"
-            if args.path == "image":
-                target, body = urljoin(base + "/", served["image_url"]), None
-            elif args.path == "impression":
-                target, body = f"{base}/v1/impressions", '{"placement": "background"}'
-            else:
-                # Repeats of one token's click: each is checked and answered 200 (idempotent),
-                # the same path as a new one up to the final insert.
-                target = f"{base}/v1/interactions"
-                body = f'{{"token": "{served["token"]}", "kind": "click"}}'
-            if body is None:
-                script.write_text("")
-            else:
-                script.write_text(
-                    f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
-                    'wrk.headers["Content-Type"] = "application/json"\n'
-                )
+            target, loaded = load_target(base, args.path, served, work)
             collapsed = args.stacks or work / "stacks.txt"
             svg = ROOT / "docs" / f"flame-{args.path}.svg"
-            loaded = script if body else None
 
             def profiled_load(fmt: str, out: Path) -> dict[str, float]:
                 """wrk on the target while py-spy samples the server (one format a run)."""
@@ -142,6 +157,7 @@ def main() -> None:
                         fmt,
                         "-o",
                         str(out),
+                        *(["--gil"] if args.gil else []),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -137,9 +137,17 @@ async def record_interaction(
     body: InteractionCreate, response: Response, *, settings: Settings, ingest: Ingest
 ) -> InteractionRead:
     """Answers once the row is committed (or was stored before: a repeat answers 200)."""
-    stored = await record_one(body, secret=settings.secret_key, ingest=ingest)
-    if not stored.created:
+    read = await record_interaction_read(body, settings=settings, ingest=ingest)
+    if read.duplicate:
         response.status_code = 200
+    return read
+
+
+async def record_interaction_read(
+    body: InteractionCreate, *, settings: Settings, ingest: Ingest
+) -> InteractionRead:
+    """The stored interaction once committed; `duplicate` when it was stored before."""
+    stored = await record_one(body, secret=settings.secret_key, ingest=ingest)
     return InteractionRead(
         interaction_id=stored.interaction_id,
         impression_id=stored.impression_id,

@@ -1,0 +1,126 @@
+"""CPU per request, by process: what one impression, interaction or image costs the machine.
+
+    .venv/bin/python -m bench.cpu_split [--path impression|interaction|image] [--seconds 10]
+
+Loads one path (wrk, 64 connections, 2 uvicorn workers, PostgreSQL, as bench/serving.py)
+and, with the async bare anchor on the same path, reads every process's CPU time from
+/proc before and after: microseconds of CPU per request for the API processes, PostgreSQL,
+wrk and the rest of the machine. On a machine saturated by one path, the ceiling per core is
+1e6 / (µs per request, summed over the processes that scale with it); docs/SCALING.md uses
+these figures. Writes bench/results/cpu_split_<path>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from bench.common import (
+    BIN,
+    free_port,
+    prepared_service,
+    process,
+    uvicorn_flags,
+    wait_http,
+    write_result,
+    wrk,
+)
+from bench.profile_hot_path import load_target
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_by_group(api_pids: set[int]) -> Counter[str]:
+    """CPU seconds (user + system) so far of every live process, grouped as api / postgres /
+    wrk / other. A process that ended between two readings is missed: the API and database
+    processes live through a run, and PostgreSQL's backends are the pool's."""
+    seconds: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        # Fields after the ')' that closes the command name: state is 3rd, utime 14th, ppid 4th.
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ppid, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+        if pid in api_pids or ppid in api_pids:
+            group = "api (uvicorn workers)"
+        elif name.startswith("postgres"):
+            group = "postgresql"
+        elif name == "wrk":
+            group = "wrk (load)"
+        else:
+            group = "other"
+        seconds[group] += used
+    return seconds
+
+
+def measured_load(
+    url: str, script: Path | None, api_pid: int, connections: int, seconds: int
+) -> dict[str, object]:
+    before = cpu_seconds_by_group({api_pid})
+    result = wrk(url, connections=connections, seconds=seconds, script=script)
+    after = cpu_seconds_by_group({api_pid})
+    requests = result["requests_per_second"] * seconds
+    per_request = {
+        group: round((after[group] - before[group]) / requests * 1e6, 1)
+        for group in sorted(after)
+        if after[group] > before[group]
+    }
+    return {"load": result, "cpu_us_per_request": per_request}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--path", choices=["impression", "interaction", "image"], default="impression"
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    with prepared_service("pirloop-cpu-") as (_, env, work):
+        env = {**env, "BENCH_PNG": str(work / "bench.png")}
+        ports = {"pirloop": free_port(), "bare": free_port()}
+        commands = {
+            "pirloop": ["app.main:create_app", "--factory"],
+            "bare": ["bench.bare_app:app"],
+        }
+        for name, target in commands.items():
+            command = [str(BIN / "uvicorn"), *target, "--port", str(ports[name])]
+            command += uvicorn_flags(args.workers)
+            with process(command, env, work / f"{name}.log") as api:
+                base = f"http://127.0.0.1:{ports[name]}"
+                if name == "pirloop":
+                    wait_http(f"{base}/readyz")
+                    served = httpx.post(
+                        f"{base}/v1/impressions", json={"placement": "background"}
+                    ).json()
+                    image = httpx.get(base + urlsplit(served["image_url"]).path)
+                    Path(env["BENCH_PNG"]).write_bytes(image.content)
+                    url, script = load_target(base, args.path, served, work)
+                else:
+                    wait_http(f"{base}/docs")
+                    url, script = load_target(base + "/bare", args.path, None, work)
+                wrk(url, connections=args.connections, seconds=2, script=script)  # warm up
+                results[name] = measured_load(url, script, api.pid, args.connections, args.seconds)
+    for name, result in results.items():
+        load = result["load"]  # type: ignore[index]
+        print(f"{name}: {load['requests_per_second']:.0f} req/s, p99 {load['p99_ms']:.1f} ms")
+        for group, micros in result["cpu_us_per_request"].items():  # type: ignore[index]
+            print(f"  {micros:8.1f} µs CPU/request  {group}")
+    write_result(f"cpu_split_{args.path}", {"args": vars(args), **results})
+
+
+if __name__ == "__main__":
+    main()
