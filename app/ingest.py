@@ -5,13 +5,17 @@ one per impression and kind). Routes check what needs no database (tokens, rate 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from sqlalchemy.orm import Session
+from psycopg import Connection as PgConnection
+from sqlalchemy.orm import Session, sessionmaker
 
-from app import queries
+from app import queries, queries_pg
 from app.errors import PirloopError
+from app.queries_pg import InteractionKey
 from app.serving import BatchPicker, NothingToServe
 from app.writer import BatchKind, GroupCommitWriter
 
@@ -64,23 +68,47 @@ class RatingNotAllowed(PirloopError):
     status_code = 409
 
 
+Pick = tuple[int, int] | NothingToServe  # (version id, image id), or why none
+
+
 class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
     """Picks the image for each impression in arrival order (the picker keeps the batch even)
     and inserts the whole batch with one statement."""
 
-    def __init__(self, picker: BatchPicker) -> None:
+    one_statement = True
+
+    def __init__(self, picker: BatchPicker, sessions: sessionmaker[Session]) -> None:
         self._picker = picker
+        # For the picker's reads on PostgreSQL, where the insert runs outside any Session: a
+        # Session connects only when used, once a second when the serving plan is re-read.
+        self._sessions = sessions
 
     def apply(
         self, session: Session, items: Sequence[NewImpression]
     ) -> list[StoredImpression | Exception]:
-        picks: list[tuple[int, int] | NothingToServe] = []
+        picks = self._pick(session, items)
+        return self._stored(picks, queries.insert_impressions(session, self._rows(items, picks)))
+
+    def apply_postgresql(
+        self, connection: PgConnection[Any], items: Sequence[NewImpression]
+    ) -> list[StoredImpression | Exception]:
+        with self._sessions() as session:
+            picks = self._pick(session, items)
+        rows = self._rows(items, picks)
+        return self._stored(picks, queries_pg.insert_impressions(connection, rows) if rows else [])
+
+    def _pick(self, session: Session, items: Sequence[NewImpression]) -> list[Pick]:
+        picks: list[Pick] = []
         for _ in items:
             try:
                 picks.append(self._picker.pick(session))
             except NothingToServe as exc:  # this request alone answers 503
                 picks.append(exc)
-        rows = [
+        return picks
+
+    @staticmethod
+    def _rows(items: Sequence[NewImpression], picks: list[Pick]) -> list[dict[str, Any]]:
+        return [
             {
                 "image_id": pick[1],
                 "version_id": pick[0],
@@ -92,7 +120,10 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
             for item, pick in zip(items, picks, strict=True)
             if not isinstance(pick, NothingToServe)
         ]
-        ids = iter(queries.insert_impressions(session, rows))
+
+    @staticmethod
+    def _stored(picks: list[Pick], inserted_ids: list[int]) -> list[StoredImpression | Exception]:
+        ids = iter(inserted_ids)
         return [
             pick
             if isinstance(pick, NothingToServe)
@@ -108,9 +139,35 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
     def apply(
         self, session: Session, items: Sequence[NewInteraction]
     ) -> list[StoredInteraction | Exception]:
-        refs = queries.impression_refs(session, sorted({item.impression_id for item in items}))
+        return self._apply(
+            items,
+            partial(queries.impression_refs, session),
+            partial(queries.insert_new_interactions, session),
+            partial(queries.interactions_by_key, session),
+        )
+
+    def apply_postgresql(
+        self, connection: PgConnection[Any], items: Sequence[NewInteraction]
+    ) -> list[StoredInteraction | Exception]:
+        return self._apply(
+            items,
+            partial(queries_pg.impression_refs, connection),
+            partial(queries_pg.insert_new_interactions, connection),
+            partial(queries_pg.interactions_by_key, connection),
+        )
+
+    @staticmethod
+    def _apply(
+        items: Sequence[NewInteraction],
+        impression_refs: Callable[[list[int]], dict[int, tuple[int, str]]],
+        insert_new: Callable[[list[dict[str, Any]]], dict[InteractionKey, tuple[int, float]]],
+        stored_by_key: Callable[[list[InteractionKey]], dict[InteractionKey, tuple[int, float]]],
+    ) -> list[StoredInteraction | Exception]:
+        """The three steps, with the database's statements passed in: look up the
+        impressions, insert the new keys, read back the first row of each repeat."""
+        refs = impression_refs(sorted({item.impression_id for item in items}))
         refused: dict[int, Exception] = {}
-        first_of_key: dict[queries.InteractionKey, int] = {}
+        first_of_key: dict[InteractionKey, int] = {}
         rows = []
         for index, item in enumerate(items):
             ref = refs.get(item.impression_id)
@@ -126,13 +183,9 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
             if key not in first_of_key:  # a repeat within the batch answers as a repeat
                 first_of_key[key] = index
                 rows.append({"impression_id": key[0], "kind": key[1], "value": item.value})
-        created = queries.insert_new_interactions(session, rows)
-        stored = {
-            **queries.interactions_by_key(
-                session, [key for key in first_of_key if key not in created]
-            ),
-            **created,
-        }
+        created = insert_new(rows) if rows else {}
+        repeats = [key for key in first_of_key if key not in created]
+        stored = {**(stored_by_key(repeats) if repeats else {}), **created}
         outcomes: list[StoredInteraction | Exception] = []
         for index, item in enumerate(items):
             if index in refused:
@@ -155,9 +208,11 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
 class Ingest:
     """The write path of one API process: a group-commit writer and the two kinds of write."""
 
-    def __init__(self, writer: GroupCommitWriter, picker: BatchPicker) -> None:
+    def __init__(
+        self, writer: GroupCommitWriter, picker: BatchPicker, sessions: sessionmaker[Session]
+    ) -> None:
         self.writer = writer
-        self._impressions = ImpressionWrites(picker)
+        self._impressions = ImpressionWrites(picker, sessions)
         self._interactions = InteractionWrites()
 
     async def log_impression(self, item: NewImpression) -> StoredImpression:

@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.session_factory, on_commit=observe_commit_group if measured else None
         )
         writer.start()
-        app.state.ingest = Ingest(writer, app.state.picker)
+        app.state.ingest = Ingest(writer, app.state.picker, app.state.session_factory)
         app.state.image_cache = ImageCache()
         app.state.display_cache = ImageCache()  # the display sizes (?w=)
         app.state.jobs = make_dispatcher(settings)

@@ -7,12 +7,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Table, case, func, insert, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Integer, Table, case, func, insert, select, tuple_, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
+from app import queries_pg
 from app.models import (
     GeneratorVersion,
     Image,
@@ -23,6 +24,11 @@ from app.models import (
     VersionStatus,
     utcnow,
 )
+
+
+def on_postgresql(session: Session) -> bool:
+    """The hot writes have their own statements there (app/queries_pg.py)."""
+    return bool(session.get_bind().dialect.name == "postgresql")
 
 
 def serving_version(session: Session) -> GeneratorVersion | None:
@@ -116,8 +122,8 @@ def insert_impressions(session: Session, rows: Sequence[dict[str, Any]]) -> list
     """Insert many impressions in one statement; return their ids in the order of rows."""
     if not rows:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        return _insert_impressions_from_arrays(session, rows)
+    if on_postgresql(session):
+        return queries_pg.insert_impressions(queries_pg.driver_connection(session), rows)
     result = session.execute(
         insert(IMPRESSIONS).returning(IMPRESSIONS.c.id, sort_by_parameter_order=True),
         [{"flagged": False, "created_at": utcnow(), **row} for row in rows],
@@ -125,52 +131,12 @@ def insert_impressions(session: Session, rows: Sequence[dict[str, Any]]) -> list
     return [int(row_id) for row_id in result.scalars()]
 
 
-# The group commit's insert on PostgreSQL: one array per column, whatever the number of rows.
-# The statement's text never changes, so psycopg parses it once and PostgreSQL prepares it
-# once; a multi-row VALUES list (what the generic insert renders) is a new statement for
-# every batch size, parsed anew each time (a fifth of the writer's time under load). The ids
-# come from the sequence in ORDER BY order, so sorted they line up with the rows, the
-# assumption SQLAlchemy's own sorted RETURNING makes.
-_INSERT_IMPRESSIONS = text(
-    """
-    INSERT INTO impressions
-        (image_id, version_id, placement, visitor_hash, client_hash, simulated, flagged,
-         created_at)
-    SELECT image_id, version_id, placement, visitor_hash, client_hash, simulated, false,
-           :created_at
-    FROM unnest(CAST(:image_id AS integer[]), CAST(:version_id AS integer[]),
-                CAST(:placement AS varchar[]), CAST(:visitor_hash AS varchar[]),
-                CAST(:client_hash AS varchar[]), CAST(:simulated AS boolean[]))
-         WITH ORDINALITY
-         AS row (image_id, version_id, placement, visitor_hash, client_hash, simulated, n)
-    ORDER BY n
-    RETURNING id
-    """
-)
-# Each column and its value where a row leaves it out (NULL: refused but for client_hash).
-IMPRESSION_COLUMNS = {
-    "image_id": None,
-    "version_id": None,
-    "placement": None,
-    "visitor_hash": None,
-    "client_hash": None,
-    "simulated": False,
-}
-
-
-def _insert_impressions_from_arrays(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    arrays = {
-        name: [row.get(name, default) for row in rows]
-        for name, default in IMPRESSION_COLUMNS.items()
-    }
-    result = session.execute(_INSERT_IMPRESSIONS, {**arrays, "created_at": utcnow()})
-    return sorted(int(row_id) for row_id in result.scalars())
-
-
 def impression_refs(session: Session, impression_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
     """{impression id: (image id, placement)} for those of the ids that exist."""
     if not impression_ids:
         return {}
+    if on_postgresql(session):
+        return queries_pg.impression_refs(queries_pg.driver_connection(session), impression_ids)
     rows = session.execute(
         select(IMPRESSIONS.c.id, IMPRESSIONS.c.image_id, IMPRESSIONS.c.placement).where(
             IMPRESSIONS.c.id.in_(list(impression_ids))
@@ -179,7 +145,7 @@ def impression_refs(session: Session, impression_ids: Sequence[int]) -> dict[int
     return {int(row_id): (int(image_id), placement) for row_id, image_id, placement in rows}
 
 
-InteractionKey = tuple[int, str]  # (impression id, kind): at most one row each
+InteractionKey = queries_pg.InteractionKey
 
 
 def insert_new_interactions(
@@ -191,10 +157,10 @@ def insert_new_interactions(
     constraint decides who was first."""
     if not rows:
         return {}
-    dialect = session.get_bind().dialect.name
-    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if on_postgresql(session):
+        return queries_pg.insert_new_interactions(queries_pg.driver_connection(session), rows)
     statement = (
-        upsert(INTERACTIONS)
+        sqlite.insert(INTERACTIONS)
         .on_conflict_do_nothing(index_elements=["impression_id", "kind"])
         .returning(
             INTERACTIONS.c.impression_id,
@@ -217,6 +183,8 @@ def interactions_by_key(
     """The stored rows of these (impression id, kind) keys: {key: (id, value)}."""
     if not keys:
         return {}
+    if on_postgresql(session):
+        return queries_pg.interactions_by_key(queries_pg.driver_connection(session), keys)
     rows = session.execute(
         select(
             INTERACTIONS.c.impression_id,

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import psycopg
+from psycopg import Connection as PgConnection
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -52,10 +54,23 @@ class WriteUnavailable(Exception):
 class BatchKind(ABC, Generic[ItemT, ResultT]):
     """One kind of write, applied to many items inside the writer's transaction."""
 
+    # apply_postgresql's writes are one statement: on its own in a batch it needs no
+    # BEGIN/COMMIT round trips around it (autocommit commits it, durably, before it answers).
+    one_statement = False
+
     @abstractmethod
     def apply(self, session: Session, items: Sequence[ItemT]) -> list[ResultT | Exception]:
         """One result per item, in order; an exception in place of a result refuses that item
         alone. Must not commit: the writer does, once for the whole batch."""
+
+    def apply_postgresql(
+        self, connection: PgConnection[Any], items: Sequence[ItemT]
+    ) -> list[ResultT | Exception]:
+        """The same on PostgreSQL, on psycopg's own connection (app/queries_pg.py), where the
+        writer runs a kind that has it: SQLAlchemy's Session cost twice the round trips'
+        CPU per group (docs/BENCHMARKS.md). The writer wraps it in a transaction unless it
+        is `one_statement` and alone. Kinds without it go through `apply` everywhere."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -73,7 +88,9 @@ _STOP = object()
 
 def is_unavailable(exc: BaseException) -> bool:
     """The database is down or unreachable, as opposed to refusing one particular row."""
-    if isinstance(exc, OperationalError | PoolTimeout):
+    if isinstance(exc, OperationalError | PoolTimeout | psycopg.OperationalError):
+        return True
+    if isinstance(exc, psycopg.InterfaceError):  # the connection is closed
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
@@ -98,12 +115,14 @@ class GroupCommitWriter:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._session_factory = session_factory
-        # The writer keeps one connection of its own between transactions: checking one out
-        # of the pool for every group (and the pool's liveness ping) cost a round trip and a
-        # tenth of the writer's time under load. Dropped when the database goes away, so the
-        # next group connects afresh (its failure answered 503, nothing acknowledged).
+        # The writer keeps one connection of its own between groups: checking one out of the
+        # pool for every group (and the pool's liveness ping) cost a round trip each. On
+        # PostgreSQL it is psycopg's own, in autocommit mode (see BatchKind.apply_postgresql).
+        # Dropped when the database goes away, so the next group connects afresh (the failed
+        # group is answered 503, nothing of it acknowledged).
         self._engine: Engine = session_factory.kw["bind"]
         self._connection: Connection | None = None
+        self._pg: PgConnection[Any] | None = None
         self._max_batch = max_batch
         # Told each transaction's writes and seconds (app/metrics.py), on the writer thread.
         self._on_commit = on_commit
@@ -184,6 +203,8 @@ class GroupCommitWriter:
                 self._on_commit(len(writes), seconds)
         if self._connection is not None:
             self._connection.close()
+        if self._pg is not None:
+            self._pg.close()
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:
@@ -221,18 +242,49 @@ class GroupCommitWriter:
                 self._connection.invalidate()
                 self._connection.close()
             self._connection = None
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.close()
+            self._pg = None
+
+    def _pg_connection(self) -> PgConnection[Any]:
+        if self._pg is None:
+            url = self._engine.url.set(drivername="postgresql")
+            self._pg = psycopg.connect(
+                url.render_as_string(hide_password=False), autocommit=True, connect_timeout=3
+            )
+        return self._pg
 
     def _apply(self, writes: list[tuple[BatchKind[Any, Any], Any]]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(writes)
-        by_kind: dict[int, list[int]] = {}
+        by_kind: dict[BatchKind[Any, Any], list[int]] = {}
         for index, (kind, _) in enumerate(writes):
-            by_kind.setdefault(id(kind), []).append(index)
+            by_kind.setdefault(kind, []).append(index)
+        on_postgresql = self._engine.dialect.name == "postgresql"
+        if on_postgresql and all(
+            type(kind).apply_postgresql is not BatchKind.apply_postgresql for kind in by_kind
+        ):
+            return self._apply_postgresql(writes, by_kind)
         if self._connection is None:
             self._connection = self._engine.connect()
+        outcomes: list[Any] = [None] * len(writes)
         with self._session_factory(bind=self._connection) as session, session.begin():
-            for indices in by_kind.values():
-                kind = writes[indices[0]][0]
+            for kind, indices in by_kind.items():
                 results = kind.apply(session, [writes[i][1] for i in indices])
+                for index, result in zip(indices, results, strict=True):
+                    outcomes[index] = result
+        return outcomes
+
+    def _apply_postgresql(
+        self,
+        writes: list[tuple[BatchKind[Any, Any], Any]],
+        by_kind: dict[BatchKind[Any, Any], list[int]],
+    ) -> list[Any]:
+        pg = self._pg_connection()
+        outcomes: list[Any] = [None] * len(writes)
+        alone = len(by_kind) == 1 and next(iter(by_kind)).one_statement
+        with contextlib.nullcontext() if alone else pg.transaction():
+            for kind, indices in by_kind.items():
+                results = kind.apply_postgresql(pg, [writes[i][1] for i in indices])
                 for index, result in zip(indices, results, strict=True):
                     outcomes[index] = result
         return outcomes

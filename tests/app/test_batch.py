@@ -11,8 +11,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from sqlalchemy.engine.default import DefaultDialect
-from sqlalchemy.exc import OperationalError
 
 from app.bootstrap import ensure_initial_version
 from app.database import make_engine, make_session_factory
@@ -21,6 +19,7 @@ from app.models import Interaction
 from app.schemas import MAX_BATCH_INTERACTIONS
 from app.settings import Settings
 from app.tokens import sign_impression
+from tests.app.faults import commits_fail
 
 BATCH = "/v1/interactions/batch"
 
@@ -232,9 +231,6 @@ def test_a_failed_commit_answers_the_batch_503_and_stores_nothing(
     engine.dispose()
     app = create_app(settings)
 
-    def failing_commit(self: DefaultDialect, connection: object) -> None:
-        raise OperationalError("COMMIT", {}, Exception("could not fsync"))
-
     async def go() -> httpx.Response:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
@@ -243,11 +239,8 @@ def test_a_failed_commit_answers_the_batch_503_and_stores_nothing(
                 items = [
                     {"token": served["token"], "kind": kind} for kind in ("click", "like", "share")
                 ]
-                monkeypatch.setattr(DefaultDialect, "do_commit", failing_commit)
-                try:
+                with commits_fail(settings, monkeypatch, table="interactions"):
                     return await http.post(BATCH, json={"interactions": items})
-                finally:
-                    monkeypatch.undo()
 
     response = asyncio.run(go())
     assert response.status_code == 503

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
-from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -31,6 +30,7 @@ from app.main import create_app
 from app.models import Impression, Interaction
 from app.settings import Settings
 from app.writer import BatchKind, GroupCommitWriter, WriteUnavailable
+from tests.app.faults import commits_fail
 
 
 class Doubling(BatchKind[int, int]):
@@ -181,33 +181,25 @@ def test_a_failed_commit_answers_503_to_every_waiting_request_and_stores_nothing
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = _prepared_app(settings)
-    commits: list[int] = []
-
-    def failing_commit(self: DefaultDialect, connection: object) -> None:
-        commits.append(1)
-        raise OperationalError("COMMIT", {}, Exception("could not fsync"))
 
     async def go() -> list[httpx.Response]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                monkeypatch.setattr(DefaultDialect, "do_commit", failing_commit)
-                try:
+                with commits_fail(settings, monkeypatch, table="impressions"):
                     return await asyncio.gather(
                         *(
                             client.post("/v1/impressions", json={"placement": "background"})
                             for _ in range(20)
                         )
                     )
-                finally:
-                    monkeypatch.undo()
 
     responses = asyncio.run(go())
     assert [r.status_code for r in responses] == [503] * 20
     assert {r.json()["error"] for r in responses} == {"unavailable"}
     assert all("database" in r.json()["message"] for r in responses)
     assert _count(settings, Impression) == 0
-    assert 1 <= len(commits) < 20  # the 20 requests shared transactions
+    assert 1 <= app.state.ingest.writer.batches < 20  # the 20 requests shared transactions
 
 
 def test_concurrent_repeats_store_one_row_and_answer_the_first_value(settings: Settings) -> None:
