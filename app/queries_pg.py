@@ -1,11 +1,13 @@
-"""The group commit's statements on PostgreSQL: one array per column, whatever the rows.
+"""The group commit's statements on PostgreSQL: all the rows in one JSON parameter.
 
 The writer (app/writer.py) inserts and checks many rows at once. The portable statements
 (app/queries.py) render a multi-row VALUES list or an IN list, so their text changes with
 every batch size: psycopg converts each new text again and PostgreSQL plans it again, which
-was a fifth of the writer's time under load (bench/profile_hot_path.py --gil). These pass
-one array per column instead (`unnest`, `= ANY`): the text never changes, so psycopg converts
-it once and PostgreSQL prepares it once (psycopg prepares a statement after its fifth run).
+was a fifth of the writer's time under load (bench/profile_hot_path.py --gil). These take
+the rows as one JSON document instead (`json_to_recordset`): the text never changes, so psycopg
+converts it once and PostgreSQL prepares it once (psycopg prepares after a statement's fifth
+run), and the rows are encoded by the json module's C encoder (psycopg's array parameters,
+tried first, are dumped element by element in Python: a third of the writer's time).
 They take psycopg's own connection: the group commit runs them on one it keeps in autocommit
 mode (app/writer.py), where an impression batch is a single statement and so a single round
 trip, committed and durable when it answers; app/queries.py's portable twins call them with
@@ -14,7 +16,9 @@ the connection under a Session's transaction. Same arguments and answers as thos
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import Connection
@@ -32,39 +36,28 @@ _INSERT_IMPRESSIONS = """
          created_at)
     SELECT image_id, version_id, placement, visitor_hash, client_hash, simulated, false,
            created_at
-    FROM unnest(CAST(%(image_id)s AS integer[]), CAST(%(version_id)s AS integer[]),
-                CAST(%(placement)s AS varchar[]), CAST(%(visitor_hash)s AS varchar[]),
-                CAST(%(client_hash)s AS varchar[]), CAST(%(simulated)s AS boolean[]),
-                CAST(%(created_at)s AS timestamptz[]))
-         WITH ORDINALITY
+    FROM ROWS FROM (
+             json_to_recordset(CAST(%(rows)s AS json))
+             AS (image_id integer, version_id integer, placement varchar, visitor_hash varchar,
+                 client_hash varchar, simulated boolean, created_at timestamptz)
+         ) WITH ORDINALITY
          AS row (image_id, version_id, placement, visitor_hash, client_hash, simulated,
                  created_at, n)
     ORDER BY n
     RETURNING id
 """
-# Each column and its value where a row leaves it out (NULL: refused but for client_hash;
-# created_at: the time of the insert).
-IMPRESSION_COLUMNS = (
-    "image_id",
-    "version_id",
-    "placement",
-    "visitor_hash",
-    "client_hash",
-    "simulated",
-    "created_at",
-)
-IMPRESSION_DEFAULTS = {"simulated": False}
 
-_IMPRESSION_REFS = (
-    "SELECT id, image_id, placement FROM impressions WHERE id = ANY(CAST(%(ids)s AS bigint[]))"
-)
+_IMPRESSION_REFS = """
+    SELECT id, image_id, placement FROM impressions
+    WHERE id IN (SELECT CAST(value AS bigint) FROM json_array_elements_text(CAST(%(ids)s AS json)))
+"""
 
 _INSERT_NEW_INTERACTIONS = """
     INSERT INTO interactions (impression_id, kind, value, created_at)
     SELECT impression_id, kind, value, created_at
-    FROM unnest(CAST(%(impression_id)s AS bigint[]), CAST(%(kind)s AS varchar[]),
-                CAST(%(value)s AS double precision[]), CAST(%(created_at)s AS timestamptz[]))
-         AS row (impression_id, kind, value, created_at)
+    FROM json_to_recordset(CAST(%(rows)s AS json))
+         AS row (impression_id bigint, kind varchar, value double precision,
+                 created_at timestamptz)
     ON CONFLICT (impression_id, kind) DO NOTHING
     RETURNING impression_id, kind, id, value
 """
@@ -72,52 +65,48 @@ _INSERT_NEW_INTERACTIONS = """
 _INTERACTIONS_BY_KEY = """
     SELECT stored.impression_id, stored.kind, stored.id, stored.value
     FROM interactions AS stored
-    JOIN unnest(CAST(%(impression_id)s AS bigint[]), CAST(%(kind)s AS varchar[]))
-         AS wanted (impression_id, kind)
+    JOIN json_to_recordset(CAST(%(keys)s AS json)) AS wanted (impression_id bigint, kind varchar)
       ON stored.impression_id = wanted.impression_id AND stored.kind = wanted.kind
 """
 
 
 def insert_impressions(connection: Connection[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
-    defaults = {**IMPRESSION_DEFAULTS, "created_at": utcnow()}
-    arrays = {
-        name: [row.get(name, defaults.get(name)) for row in rows] for name in IMPRESSION_COLUMNS
-    }
-    result = connection.execute(_INSERT_IMPRESSIONS, arrays)
+    defaults = {"simulated": False, "created_at": utcnow()}  # the columns' defaults
+    rows = [{**defaults, **row} for row in rows]
+    result = connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows)})
     return sorted(int(row_id) for (row_id,) in result)
 
 
 def impression_refs(
     connection: Connection[Any], impression_ids: Sequence[int]
 ) -> dict[int, tuple[int, str]]:
-    rows = connection.execute(_IMPRESSION_REFS, {"ids": list(impression_ids)})
+    rows = connection.execute(_IMPRESSION_REFS, {"ids": _json(list(impression_ids))})
     return {int(row_id): (int(image_id), placement) for row_id, image_id, placement in rows}
 
 
 def insert_new_interactions(
     connection: Connection[Any], rows: Sequence[dict[str, Any]]
 ) -> dict[InteractionKey, tuple[int, float]]:
-    now = utcnow()
-    result = connection.execute(
-        _INSERT_NEW_INTERACTIONS,
-        {
-            "impression_id": [row["impression_id"] for row in rows],
-            "kind": [row["kind"] for row in rows],
-            "value": [float(row.get("value", 1.0)) for row in rows],  # the column default
-            "created_at": [row.get("created_at", now) for row in rows],
-        },
-    )
-    return _by_key(result)
+    defaults = {"value": 1.0, "created_at": utcnow()}  # the columns' defaults
+    rows = [{**defaults, **row} for row in rows]
+    return _by_key(connection.execute(_INSERT_NEW_INTERACTIONS, {"rows": _json(rows)}))
 
 
 def interactions_by_key(
     connection: Connection[Any], keys: Sequence[InteractionKey]
 ) -> dict[InteractionKey, tuple[int, float]]:
-    result = connection.execute(
-        _INTERACTIONS_BY_KEY,
-        {"impression_id": [key[0] for key in keys], "kind": [key[1] for key in keys]},
-    )
-    return _by_key(result)
+    wanted = [{"impression_id": impression_id, "kind": kind} for impression_id, kind in keys]
+    return _by_key(connection.execute(_INTERACTIONS_BY_KEY, {"keys": _json(wanted)}))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_iso_utc, allow_nan=False)
+
+
+def _iso_utc(value: datetime) -> str:
+    """ISO 8601 with its offset, which PostgreSQL reads as timestamptz; a naive time is UTC,
+    as the models' UTCDateTime takes it."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def driver_connection(session: Session) -> Connection[Any]:

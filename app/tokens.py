@@ -41,16 +41,19 @@ def _unb64(text: str) -> bytes:
 
 
 def _signature(secret: str, payload: str) -> str:
-    digest = hmac.new(secret.encode(), b"pirloop-impression-v1." + payload.encode(), "sha256")
-    return _b64(digest.digest())
+    # hmac.digest: the one-shot C path, a third of hmac.new(...).digest()'s time per token.
+    return _b64(
+        hmac.digest(secret.encode(), b"pirloop-impression-v1." + payload.encode(), "sha256")
+    )
 
 
 def sign_impression(
     secret: str, *, impression_id: int, image_id: int, ttl_seconds: int, now: float | None = None
 ) -> tuple[str, int]:
     expires_at = int((now if now is not None else time.time()) + ttl_seconds)
-    body = {"i": impression_id, "m": image_id, "e": expires_at}
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    # The bytes json.dumps({"i": .., "m": .., "e": ..}, separators=(",", ":")) gives, written
+    # out: three integers need no escaping, and this is on every impression's path.
+    payload = _b64(b'{"i":%d,"m":%d,"e":%d}' % (impression_id, image_id, expires_at))
     return f"{payload}.{_signature(secret, payload)}", expires_at
 
 

@@ -70,6 +70,7 @@ ROUTES: dict[str, tuple[type[BaseModel], Handler]] = {
     interactions.PREFIX: (InteractionCreate, _interaction),
 }
 ANSWERED = {path: AnsweredRoute(path) for path in ROUTES}
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 def is_json(scope: Scope) -> bool:
@@ -141,14 +142,15 @@ class PublicWriteAnswers:
         request = Request(scope, replay(raw, receive))
         try:
             status, answer = await handler(request, body)
-            response = Response(
-                answer.__pydantic_serializer__.to_json(answer),
-                status_code=status,
-                media_type="application/json",
-            )
         except Exception as exc:
             response = await self._error_response(request, exc)
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
+        content = answer.__pydantic_serializer__.to_json(answer)
+        # The headers Starlette's Response gives this body, in its order, without building one.
+        headers = [(b"content-length", b"%d" % len(content)), JSON_CONTENT_TYPE]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     @staticmethod
     async def _error_response(request: Request, exc: Exception) -> Response:

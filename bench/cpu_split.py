@@ -35,32 +35,52 @@ from bench.profile_hot_path import load_target
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(path: Path) -> tuple[str, int, float, float] | None:
+    """(command name, parent pid, user seconds, system seconds) of a /proc stat file."""
+    try:
+        stat = path.read_text()
+    except OSError:
+        return None
+    # Fields after the ')' that closes the command name: ppid is the 2nd, utime the 12th.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return name, int(fields[1]), int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def _api_seconds(pid: int, seconds: Counter[str]) -> None:
+    """An API process's CPU, by thread: the event loop (its main thread) and the others (the
+    group-commit writer; the thread pool is idle on these paths), user and kernel apart."""
+    for task in (Path("/proc") / str(pid) / "task").glob("*"):
+        stat = _stat(task / "stat")
+        if stat is None:
+            continue
+        thread = "event loop" if int(task.name) == pid else "other threads (writer)"
+        seconds[f"api: {thread}"] += stat[2]
+        seconds[f"api: {thread}, in the kernel"] += stat[3]
+
+
 def cpu_seconds_by_group(api_pids: set[int]) -> Counter[str]:
-    """CPU seconds (user + system) so far of every live process, grouped as api / postgres /
+    """CPU seconds so far of every live process, grouped as the API's threads / postgres /
     wrk / other. A process that ended between two readings is missed: the API and database
     processes live through a run, and PostgreSQL's backends are the pool's."""
     seconds: Counter[str] = Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+        stat = _stat(entry / "stat")
+        if stat is None:
             continue
-        pid = int(entry.name)
-        # Fields after the ')' that closes the command name: state is 3rd, utime 14th, ppid 4th.
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ppid, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
-        if pid in api_pids or ppid in api_pids:
-            group = "api (uvicorn workers)"
-        elif name.startswith("postgres"):
+        name, ppid, user, system = stat
+        if int(entry.name) in api_pids or ppid in api_pids:
+            _api_seconds(int(entry.name), seconds)
+            continue
+        if name.startswith("postgres"):
             group = "postgresql"
         elif name == "wrk":
             group = "wrk (load)"
         else:
             group = "other"
-        seconds[group] += used
+        seconds[group] += user + system
     return seconds
 
 

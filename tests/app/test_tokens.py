@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import base64
+import hmac
+import json
+
 import pytest
 
 from app.tokens import TokenError, hash_visitor, sign_impression, verify_impression
@@ -30,3 +34,19 @@ def test_visitor_hash_is_salted_and_stable() -> None:
 def test_non_ascii_token_is_malformed_not_a_crash() -> None:
     with pytest.raises(TokenError, match="ASCII"):
         verify_impression(SECRET, ".\u0080")
+
+
+def test_tokens_are_byte_for_byte_those_issued_before_the_fast_path() -> None:
+    """Tokens already out there stay valid and new ones read the same: the payload is the
+    compact JSON of the claims and the signature HMAC-SHA256 over the versioned payload,
+    recomputed here the long way."""
+    for impression_id, image_id in [(1, 1), (123456789012, 2**31 - 1)]:
+        token, expires_at = sign_impression(
+            SECRET, impression_id=impression_id, image_id=image_id, ttl_seconds=60, now=1000.0
+        )
+        claims = {"i": impression_id, "m": image_id, "e": expires_at}
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+        payload_text = payload.rstrip(b"=").decode()
+        mac = hmac.new(SECRET.encode(), b"pirloop-impression-v1." + payload_text.encode(), "sha256")
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+        assert token == f"{payload_text}.{signature}"
