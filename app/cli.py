@@ -172,7 +172,11 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            # X-Forwarded-For is believed from these peers only (PIRLOOP_FORWARDED_ALLOW_IPS):
+            # behind a proxy elsewhere than on this host, every visitor would otherwise be
+            # the proxy's address to the per-address rate limit.
             proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             log_level="info",
         )
 

@@ -7,13 +7,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from psycopg import pq
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
 
+# psycopg closes a prepared statement with the protocol's Close message from libpq 17 on, and
+# PgBouncer tracks that; with an older libpq it sends DEALLOCATE, which PgBouncer forwards
+# under the client's name to a server connection that knows the statement by another.
+LIBPQ_CLOSES_PREPARED = 170000
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+
+def prepared_statement_args(pooler: str, libpq_version: int) -> dict[str, Any]:
+    """psycopg's connect arguments for what the URL reaches (PIRLOOP_DATABASE_POOLER).
+
+    psycopg prepares a statement on its connection after the statement's fifth run (the
+    group commit's statements are one text each, so they all get prepared). Behind a pooler
+    in transaction mode the next transaction may run on another server connection, where
+    that statement does not exist. PgBouncer 1.22 or newer with max_prepared_statements
+    above 0 prepares it there for the client, given libpq 17 or newer (psycopg's docs, "Using
+    prepared statements with PgBouncer"); behind any other pooler, or with an older libpq,
+    psycopg must prepare nothing."""
+    if pooler == "none" or (pooler == "pgbouncer" and libpq_version >= LIBPQ_CLOSES_PREPARED):
+        return {}
+    return {"prepare_threshold": None}
+
+
+def make_engine(url: str, *, pooler: str = "none", **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
@@ -28,7 +49,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # A connection killed by a database restart is dropped and replaced, not handed out.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_timeout", 5)
-    return create_engine(url, connect_args={"connect_timeout": 3}, **kwargs)
+    connect_args = {"connect_timeout": 3, **prepared_statement_args(pooler, pq.version())}
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,7 +63,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def engine_from_settings(settings: Settings) -> Engine:
-    return make_engine(settings.resolved_database_url)
+    return make_engine(settings.resolved_database_url, pooler=settings.database_pooler)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

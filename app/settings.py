@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -43,6 +44,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     # Empty means the embedded SQLite file under data_dir.
     database_url: str = ""
+    # What database_url reaches: PostgreSQL itself ("none"); PgBouncer 1.22 or newer in
+    # transaction mode with max_prepared_statements above 0 ("pgbouncer", as docker-compose.yml
+    # runs it for the API: psycopg keeps its prepared statements); any other pooler that may
+    # run each transaction on another server connection ("transaction": psycopg prepares
+    # nothing). app/database.py applies it; docs/SCALING.md says who goes through a pooler.
+    database_pooler: Literal["none", "pgbouncer", "transaction"] = "none"
     # Empty means jobs run in-process in a background thread; set it to use Celery on Redis.
     redis_url: str = ""
     secret_key: str = Field(default="dev-secret", repr=False)
@@ -119,6 +126,13 @@ class Settings(BaseSettings):
     # Failed admin sign-ins (form or bearer) per address per minute before 429.
     admin_failures_per_minute: int = Field(default=10, ge=1)
     cors_origins: list[str] = []
+    # Proxies believed about who the client is. On connections from these addresses or networks
+    # (comma-separated), uvicorn takes the client's address from X-Forwarded-For (the
+    # per-address rate limit counts it) and the scheme from X-Forwarded-Proto; from anyone
+    # else, the headers are ignored. "*" believes every peer: only where nothing but the proxy
+    # reaches the API. None: uvicorn's default, $FORWARDED_ALLOW_IPS or else the loopback.
+    # docker-compose.yml sets the nginx front's network (deploy/nginx/pirloop.conf).
+    forwarded_allow_ips: str | None = None
     # Where clients reach this service, e.g. https://pirloop.example.com: image URLs and
     # redirects are built on it, never on the request's Host header. Empty: relative URLs.
     public_url: str = Field(default="", pattern=r"^(https?://[^\s/?#@]+(/[^\s?#]*)?)?$")
@@ -148,6 +162,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str | None) -> str | None:
+        # uvicorn would take a host name as a literal that no peer address ever equals, so a
+        # proxy named "web" would silently be trusted never.
+        for item in (value or "").split(","):
+            if item.strip() not in ("", "*"):
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        "list the proxies as IP addresses or networks (10.0.0.5, 10.0.0.0/24), "
+                        "comma-separated, or * for any"
+                    ) from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

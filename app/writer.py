@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ class GroupCommitWriter:
         # group is answered 503, nothing of it acknowledged).
         self._engine: Engine = session_factory.kw["bind"]
         self._connection: Connection | None = None
+        # psycopg's connection under one of the pool's (so it connects with the engine's
+        # arguments: timeouts, prepared statements behind a pooler, app/database.py).
+        self._pooled: PoolProxiedConnection | None = None
         self._pg: PgConnection[Any] | None = None
         self._max_batch = max_batch
         # Told each transaction's writes and seconds (app/metrics.py), on the writer thread.
@@ -203,8 +207,9 @@ class GroupCommitWriter:
                 self._on_commit(len(writes), seconds)
         if self._connection is not None:
             self._connection.close()
-        if self._pg is not None:
-            self._pg.close()
+        if self._pooled is not None and self._pg is not None:
+            self._pg.autocommit = False  # as the pool hands its connections out
+            self._pooled.close()
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[Any]) -> None:
@@ -242,17 +247,18 @@ class GroupCommitWriter:
                 self._connection.invalidate()
                 self._connection.close()
             self._connection = None
-        if self._pg is not None:
+        if self._pooled is not None:
             with contextlib.suppress(Exception):
-                self._pg.close()
-            self._pg = None
+                self._pooled.invalidate()  # closed, and never handed out again
+            self._pooled = self._pg = None
 
     def _pg_connection(self) -> PgConnection[Any]:
         if self._pg is None:
-            url = self._engine.url.set(drivername="postgresql")
-            self._pg = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True, connect_timeout=3
-            )
+            self._pooled = self._engine.raw_connection()
+            pg = self._pooled.driver_connection
+            assert isinstance(pg, PgConnection)  # the engine's driver is psycopg
+            pg.autocommit = True
+            self._pg = pg
         return self._pg
 
     def _apply(self, writes: list[tuple[BatchKind[Any, Any], Any]]) -> list[Any]:

@@ -4,13 +4,15 @@ On a machine like the development one (Debian, no container registry reachable) 
 1. starts a Docker engine if none answers (installing Debian's docker.io when missing) and
    finds a compose (`docker compose`, else Debian's `docker-compose`);
 2. makes the base images the compose file and Dockerfiles name (python:3.11-slim, postgres:16,
-   redis:7): pulled when a registry answers, otherwise stand-ins built from Debian packages
-   (debootstrap, `docker import`, then bench/compose/*.Dockerfile). The machine's CA bundle is
-   copied into the stand-in at run time, never committed;
+   redis:7, nginx:1.27): pulled when a registry answers, otherwise stand-ins built from Debian
+   packages (debootstrap, `docker import`, then bench/compose/*.Dockerfile). The machine's CA
+   bundle is copied into the stand-in at run time, never committed;
 3. builds the project's images; pip reaches this machine's wheel mirror (when it has one) over
    a throwaway HTTP server on the Docker bridge, passed as build arguments;
-4. brings the stack up, drives simulated users at both API replicas until the learning cycle
-   has run inside the containers and a new version serves, and prints each step's time;
+4. brings the stack up; fetches a served image (and one display width of it) twice through
+   the nginx front and checks that the second answer is a cache HIT with the API's bytes;
+   drives simulated users at both API replicas until the learning cycle has run inside the
+   containers and a new version serves; and prints each step's time;
 5. always tears down what it made: containers, volumes, networks, the images it built (unless
    --keep-images), the HTTP server, and the engine if it started it.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -40,25 +43,38 @@ from bench.common import BIN, ROOT, write_result
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 STANDIN_DIR = ROOT / "bench" / "compose"
-STANDIN_BASE = "pirloop-standin/debian:bookworm"
 # Base image tag -> the stand-in Dockerfile that replaces it when no registry answers.
 BASE_IMAGES = {
     "python:3.11-slim": "python.Dockerfile",
     "postgres:16": "postgres.Dockerfile",
     "redis:7": "redis.Dockerfile",
+    "nginx:1.27": "nginx.Dockerfile",
+    "edoburu/pgbouncer:v1.25.2-p0": "pgbouncer.Dockerfile",
 }
 PROJECT_IMAGES = {
     "pirloop-api:latest": "app/Dockerfile",
     "pirloop-worker:latest": "worker/Dockerfile",
 }
-# What the stand-ins need from Debian: one root filesystem serves all three.
-DEBIAN_PACKAGES = "ca-certificates,python3,python3-venv,python3-pip,postgresql-15,redis-server"
+# What the stand-ins need from Debian: one root filesystem serves them all.
+DEBIAN_PACKAGES = (
+    "ca-certificates,python3,python3-venv,python3-pip,postgresql-15,redis-server,nginx-light,curl,"
+    "pgbouncer"
+)
+# Named after its packages: a base kept by an earlier run (--keep-images) that lacks one is
+# never reused for a stand-in that needs it.
+STANDIN_BASE = (
+    f"pirloop-standin/debian:bookworm-{hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:8]}"
+)
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # This machine's wheels (torch and its CUDA libraries): a find-links page, so pip prefers them
 # over downloading the same files again from PyPI.
 LOCAL_WHEELS = Path("/opt/pypi-more/files")
 API_PORTS = (8000, 8001)
+# The nginx front (docker-compose.yml's web service) and the paths it must serve from its
+# cache: an image, and one display width of it, which the cache keeps apart.
+FRONT_PORT = 8080
+FRONT_WIDTH = 256
 PROJECT = "pirloopcheck"
 
 
@@ -185,7 +201,9 @@ def base_images(work: Path, made: list[str]) -> dict[str, str]:
             if not image_exists(STANDIN_BASE):
                 build_standin_base(work)
                 made.append(STANDIN_BASE)
-            docker_build(tag, STANDIN_DIR / dockerfile, STANDIN_DIR)
+            docker_build(
+                tag, STANDIN_DIR / dockerfile, STANDIN_DIR, ["--build-arg", f"BASE={STANDIN_BASE}"]
+            )
             how[tag] = "stand-in"
             made.append(tag)
     return how
@@ -295,6 +313,38 @@ def wait_healthy(ports: tuple[int, ...], timeout: float) -> None:
         time.sleep(2)
 
 
+def check_front_cache() -> dict[str, Any]:
+    """One served image, and one display width of it, each fetched twice through the front:
+    the second answer must come from nginx's cache (X-Cache-Status: HIT), and both must carry
+    the bytes the API itself sends."""
+    api = f"http://127.0.0.1:{API_PORTS[0]}"
+    front = f"http://127.0.0.1:{FRONT_PORT}"
+    first_version = versions(API_PORTS[0])[0]["id"]
+    images = httpx.get(f"{api}/v1/versions/{first_version}/images", timeout=10)
+    images.raise_for_status()
+    image_id = images.json()[0]["image_id"]
+    checked: dict[str, Any] = {}
+    for path in (f"/v1/images/{image_id}", f"/v1/images/{image_id}?w={FRONT_WIDTH}"):
+        direct = httpx.get(api + path, timeout=30)
+        direct.raise_for_status()
+        answers = [httpx.get(front + path, timeout=30) for _ in range(2)]
+        statuses = [answer.headers.get("x-cache-status") for answer in answers]
+        same = [answer.content == direct.content for answer in answers]
+        print(
+            f"[compose-check] front :{FRONT_PORT} GET {path}: {' then '.join(map(str, statuses))}"
+            f", {len(direct.content)} bytes, "
+            f"{'identical to' if all(same) else 'DIFFERENT from'} the API's",
+            flush=True,
+        )
+        if statuses[1] != "HIT" or not all(same):
+            raise SystemExit(
+                f"compose-check: the front did not serve {path} from its cache with the API's "
+                f"bytes (X-Cache-Status {statuses}, identical {same})"
+            )
+        checked[path] = {"x_cache_status": statuses, "bytes": len(direct.content)}
+    return checked
+
+
 def versions(port: int) -> list[dict[str, Any]]:
     response = httpx.get(f"http://127.0.0.1:{port}/v1/versions", timeout=10)
     response.raise_for_status()
@@ -397,6 +447,9 @@ def boot_and_cycle(
             wait_healthy(API_PORTS, timeout=600)
         result["containers"] = run([*compose, "ps"], env=env, quiet=True)
         print(result["containers"], flush=True)
+        with timings.step("front caches images"):
+            wait_healthy((FRONT_PORT,), timeout=120)
+            result["front"] = check_front_cache()
         with timings.step("traffic until a new version serves"):
             result["cycle"] = drive_until_new_version(
                 args, simulation_key, env["PIRLOOP_ADMIN_TOKEN"]
@@ -457,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     result["timings_s"] = timings.steps
     path = write_result("compose_check", result)
     print(
-        json.dumps({k: result[k] for k in ("timings_s", "image_sizes_gb", "base_images")}, indent=2)
+        json.dumps(
+            {k: result[k] for k in ("timings_s", "image_sizes_gb", "base_images", "front")},
+            indent=2,
+        )
     )
     print(f"[compose-check] figures in {path.relative_to(ROOT)}")
     return 0

@@ -1,9 +1,11 @@
 """Serving benchmark: pirloop's impression endpoint (with its database write) and image
 endpoint, against a bare FastAPI endpoint returning the same bytes under the same uvicorn
 settings (async routes, the anchor; plain-def routes as a second row), and nginx serving the
-same PNG statically. Load comes from wrk in its own process.
+same PNG statically. A last image row goes through the deployment's nginx front
+(deploy/nginx/pirloop.conf, run natively) in front of the same pirloop process, its cache
+warmed: what a visitor's repeat request costs there. Load comes from wrk in its own process.
 
-    .venv/bin/python bench/serving.py [--connections 64] [--seconds 10] [--workers 2]
+    .venv/bin/python -m bench.serving [--connections 64] [--seconds 10] [--workers 2]
 
 Prints requests/s, p50/p99 and the ratios; writes bench/results/serving.json.
 Needs PostgreSQL on 127.0.0.1, and wrk and nginx (apt-get install -y wrk nginx-light).
@@ -20,6 +22,7 @@ import httpx
 
 from bench.common import (
     BIN,
+    ROOT,
     free_port,
     need,
     prepared_service,
@@ -30,25 +33,69 @@ from bench.common import (
     wrk,
 )
 
+FRONT_CONFIG = ROOT / "deploy" / "nginx" / "pirloop.conf"
 
-def nginx_config(root: Path, port: int, workers: int, work: Path) -> Path:
-    config = work / "nginx.conf"
+
+def nginx_config(work: Path, *, name: str, workers: int, http: str) -> Path:
+    """The main configuration of one nginx run here: its own pid file and error log in
+    `work`, no access log, and `http` inside the http block."""
+    config = work / f"nginx-{name}.conf"
     config.write_text(
         f"""worker_processes {workers};
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
+pid {work}/nginx-{name}.pid;
+error_log {work}/nginx-{name}-error.log;
 daemon off;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
   client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
   uwsgi_temp_path {work}; scgi_temp_path {work};
-  types {{ image/png png; }}
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
+  {http}
 }}
 """
     )
     return config
+
+
+def static_config(root: Path, port: int, workers: int, work: Path) -> Path:
+    """nginx serving the files under `root`: the fastest an image can be served."""
+    return nginx_config(
+        work,
+        name="static",
+        workers=workers,
+        http=f"types {{ image/png png; }} server {{ listen 127.0.0.1:{port}; root {root}; }}",
+    )
+
+
+def front_config(work: Path, *, port: int, api_port: int, workers: int) -> Path:
+    """The deployment's front (deploy/nginx/pirloop.conf) as this machine runs it: the same
+    file, with only where it listens, where the API is and where its cache lives replaced
+    (each is written once there, so nothing else can be replaced by mistake)."""
+    text = FRONT_CONFIG.read_text()
+    for deployed, here in {
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "server api:8000;": f"server 127.0.0.1:{api_port};",
+        "/var/cache/nginx/pirloop": str(work / "front-cache"),
+    }.items():
+        if text.count(deployed) != 1:
+            raise SystemExit(f"{FRONT_CONFIG} should have `{deployed}` once, to be run here")
+        text = text.replace(deployed, here)
+    front = work / "pirloop-front.conf"
+    front.write_text(text)
+    return nginx_config(work, name="front", workers=workers, http=f"include {front};")
+
+
+def warm_front(url: str, expected: bytes) -> None:
+    """One request fills the front's cache; a second must be a hit with the API's bytes,
+    or the row would measure the proxy rather than the cache."""
+    httpx.get(url).raise_for_status()
+    again = httpx.get(url)
+    if again.headers.get("x-cache-status") != "HIT" or again.content != expected:
+        raise SystemExit(
+            f"the nginx front did not serve {url} from its cache with the API's bytes "
+            f"(X-Cache-Status {again.headers.get('x-cache-status')}, "
+            f"{'the same' if again.content == expected else 'other'} bytes)"
+        )
 
 
 # Paced runs: the same 64 connections, each pausing between requests so that together they
@@ -75,7 +122,12 @@ def main() -> None:
     nginx = need("nginx", "nginx-light")
     flags = uvicorn_flags(args.workers)
     with prepared_service("pirloop-bench-") as (_, env, work):
-        ports = {"pirloop": free_port(), "bare": free_port(), "nginx": free_port()}
+        ports = {
+            "pirloop": free_port(),
+            "bare": free_port(),
+            "nginx": free_port(),
+            "front": free_port(),
+        }
         (work / "static").mkdir()
         with process(
             [
@@ -111,13 +163,31 @@ def main() -> None:
                     [
                         nginx,
                         "-c",
-                        str(nginx_config(work / "static", ports["nginx"], args.workers, work)),
+                        str(static_config(work / "static", ports["nginx"], args.workers, work)),
+                    ]
+                ),
+                process(
+                    [
+                        nginx,
+                        "-c",
+                        str(
+                            front_config(
+                                work,
+                                port=ports["front"],
+                                api_port=ports["pirloop"],
+                                workers=args.workers,
+                            )
+                        ),
                     ]
                 ),
             ):
                 bare = f"http://127.0.0.1:{ports['bare']}"
+                front = f"http://127.0.0.1:{ports['front']}"
+                image_path = f"/v1/images/{served['image_id']}"
                 wait_http(f"{bare}/bare/image")
                 wait_http(f"http://127.0.0.1:{ports['nginx']}/image.png")
+                wait_http(f"{front}/readyz")
+                warm_front(front + image_path, png)
                 post = work / "post.lua"
                 post.write_text(
                     'wrk.method = "POST"\n'
@@ -131,10 +201,11 @@ def main() -> None:
                     "impression_pirloop": run(f"{base}/v1/impressions", post),
                     "impression_bare_fastapi": run(f"{bare}/bare/impressions", post),
                     "impression_bare_fastapi_sync": run(f"{bare}/bare-sync/impressions", post),
-                    "image_pirloop": run(f"{base}/v1/images/{served['image_id']}"),
+                    "image_pirloop": run(base + image_path),
                     "image_bare_fastapi": run(f"{bare}/bare/image"),
                     "image_bare_fastapi_sync": run(f"{bare}/bare-sync/image"),
                     "image_nginx": run(f"http://127.0.0.1:{ports['nginx']}/image.png"),
+                    "image_nginx_cache": run(front + image_path),
                 }
                 saturated = results["impression_pirloop"]["requests_per_second"]
                 for share in PACED_SHARES:
@@ -155,6 +226,8 @@ def main() -> None:
         "image_vs_bare_fastapi_sync": rps["image_pirloop"] / rps["image_bare_fastapi_sync"],
         "image_vs_nginx": rps["image_pirloop"] / rps["image_nginx"],
         "bare_fastapi_vs_nginx": rps["image_bare_fastapi"] / rps["image_nginx"],
+        # The deployment's cached front against nginx reading the file: what the cache costs.
+        "image_nginx_cache_vs_nginx": rps["image_nginx_cache"] / rps["image_nginx"],
     }
     print(f"{'endpoint':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
