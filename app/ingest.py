@@ -5,6 +5,7 @@ one per impression and kind). Routes check what needs no database (tokens, rate 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -133,8 +134,8 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
 
 
 class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
-    """Checks every item against its impression with one query, inserts the new (impression,
-    kind) pairs with one statement, and reads back the first row of each repeat."""
+    """Checks every item against its impression, inserts the new (impression, kind) pairs,
+    and reads back the first row of each repeat."""
 
     def apply(
         self, session: Session, items: Sequence[NewInteraction]
@@ -146,15 +147,31 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
             partial(queries.interactions_by_key, session),
         )
 
+    # On PostgreSQL every step is one statement (queries_pg.record_interactions), committed
+    # when it answers; only a key a concurrent transaction stored meanwhile needs a second.
+    one_statement = True
+
     def apply_postgresql(
         self, connection: PgConnection[Any], items: Sequence[NewInteraction]
     ) -> list[StoredInteraction | Exception]:
-        return self._apply(
-            items,
-            partial(queries_pg.impression_refs, connection),
-            partial(queries_pg.insert_new_interactions, connection),
-            partial(queries_pg.interactions_by_key, connection),
+        recorded = queries_pg.record_interactions(
+            connection, [dataclasses.asdict(item) for item in items]
         )
+
+        def inserted(rows: list[dict[str, Any]]) -> dict[InteractionKey, tuple[int, float]]:
+            # The statement judged the items by the rules _apply applies below; the two must
+            # agree on what was stored, or an answer would misstate it.
+            wanted = {(row["impression_id"], row["kind"]) for row in rows}
+            if not set(recorded.created) <= wanted:
+                raise RuntimeError("the statement stored interactions the rules refuse")
+            return recorded.created
+
+        def stored_before(keys: list[InteractionKey]) -> dict[InteractionKey, tuple[int, float]]:
+            unseen = [key for key in keys if key not in recorded.earlier]
+            later = queries_pg.interactions_by_key(connection, unseen) if unseen else {}
+            return {**recorded.earlier, **later}
+
+        return self._apply(items, lambda _: recorded.refs, inserted, stored_before)
 
     @staticmethod
     def _apply(
