@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from psycopg import Connection as PgConnection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app import queries, queries_pg
 from app.errors import PirloopError
@@ -78,11 +78,8 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
 
     one_statement = True
 
-    def __init__(self, picker: BatchPicker, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, picker: BatchPicker) -> None:
         self._picker = picker
-        # For the picker's reads on PostgreSQL, where the insert runs outside any Session: a
-        # Session connects only when used, once a second when the serving plan is re-read.
-        self._sessions = sessions
 
     def apply(
         self, session: Session, items: Sequence[NewImpression]
@@ -93,12 +90,12 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
     def apply_postgresql(
         self, connection: PgConnection[Any], items: Sequence[NewImpression]
     ) -> list[StoredImpression | Exception]:
-        with self._sessions() as session:
-            picks = self._pick(session, items)
+        # No Session here: the picker opens its own when it has something to read.
+        picks = self._pick(None, items)
         rows = self._rows(items, picks)
         return self._stored(picks, queries_pg.insert_impressions(connection, rows) if rows else [])
 
-    def _pick(self, session: Session, items: Sequence[NewImpression]) -> list[Pick]:
+    def _pick(self, session: Session | None, items: Sequence[NewImpression]) -> list[Pick]:
         picks: list[Pick] = []
         for _ in items:
             try:
@@ -225,11 +222,9 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
 class Ingest:
     """The write path of one API process: a group-commit writer and the two kinds of write."""
 
-    def __init__(
-        self, writer: GroupCommitWriter, picker: BatchPicker, sessions: sessionmaker[Session]
-    ) -> None:
+    def __init__(self, writer: GroupCommitWriter, picker: BatchPicker) -> None:
         self.writer = writer
-        self._impressions = ImpressionWrites(picker, sessions)
+        self._impressions = ImpressionWrites(picker)
         self._interactions = InteractionWrites()
 
     async def log_impression(self, item: NewImpression) -> StoredImpression:

@@ -70,12 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = engine_from_settings(settings)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
-        app.state.picker = BatchPicker(settings)
+        app.state.picker = BatchPicker(settings, sessions=app.state.session_factory)
         writer = GroupCommitWriter(
             app.state.session_factory, on_commit=observe_commit_group if measured else None
         )
         writer.start()
-        app.state.ingest = Ingest(writer, app.state.picker, app.state.session_factory)
+        app.state.ingest = Ingest(writer, app.state.picker)
         app.state.image_cache = ImageCache()
         app.state.display_cache = ImageCache()  # the display sizes (?w=)
         app.state.jobs = make_dispatcher(settings)
