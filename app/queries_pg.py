@@ -36,7 +36,7 @@ _INSERT_IMPRESSIONS = """
         (image_id, version_id, placement, visitor_hash, client_hash, simulated, flagged,
          created_at)
     SELECT image_id, version_id, placement, visitor_hash, client_hash, simulated, false,
-           created_at
+           COALESCE(created_at, %(now)s)
     FROM ROWS FROM (
              json_to_recordset(CAST(%(rows)s AS json))
              AS (image_id integer, version_id integer, placement varchar, visitor_hash varchar,
@@ -58,7 +58,7 @@ _IMPRESSION_REFS = """
 
 _INSERT_NEW_INTERACTIONS = """
     INSERT INTO interactions (impression_id, kind, value, created_at)
-    SELECT impression_id, kind, value, created_at
+    SELECT impression_id, kind, value, COALESCE(created_at, %(now)s)
     FROM json_to_recordset(CAST(%(rows)s AS json))
          AS row (impression_id bigint, kind varchar, value double precision,
                  created_at timestamptz)
@@ -104,7 +104,8 @@ _RECORD_INTERACTIONS = """
     ),
     inserted AS (
         INSERT INTO interactions (impression_id, kind, value, created_at)
-        SELECT DISTINCT ON (impression_id, kind) impression_id, kind, value, created_at
+        SELECT DISTINCT ON (impression_id, kind)
+               impression_id, kind, value, COALESCE(created_at, %(now)s)
         FROM checked
         WHERE shown_image_id = image_id AND (kind <> 'rating' OR placement = 'rating')
         ORDER BY impression_id, kind, n
@@ -138,10 +139,9 @@ def record_interactions(
     connection: Connection[Any], items: Sequence[dict[str, Any]]
 ) -> RecordedInteractions:
     """items: impression_id, image_id, kind, value (created_at: now, if left out)."""
-    now = utcnow()
-    rows = [{"created_at": now, **item} for item in items]
     recorded = RecordedInteractions({}, {}, {})
-    for row in connection.execute(_RECORD_INTERACTIONS, {"rows": _json(rows)}):
+    parameters = {"rows": _json(list(items)), "now": utcnow()}
+    for row in connection.execute(_RECORD_INTERACTIONS, parameters):
         impression_id, kind, image_id, placement, new_id, new_value, old_id, old_value = row
         key = (int(impression_id), kind)
         if image_id is not None:
@@ -154,9 +154,10 @@ def record_interactions(
 
 
 def insert_impressions(connection: Connection[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
-    defaults = {"simulated": False, "created_at": utcnow()}  # the columns' defaults
-    rows = [{**defaults, **row} for row in rows]
-    result = connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows)})
+    """A row without created_at gets the time of the insert (one for all: a parameter, not
+    a time written into every row's JSON)."""
+    rows = [row if "simulated" in row else {**row, "simulated": False} for row in rows]
+    result = connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows), "now": utcnow()})
     return sorted(int(row_id) for (row_id,) in result)
 
 
@@ -170,9 +171,9 @@ def impression_refs(
 def insert_new_interactions(
     connection: Connection[Any], rows: Sequence[dict[str, Any]]
 ) -> dict[InteractionKey, tuple[int, float]]:
-    defaults = {"value": 1.0, "created_at": utcnow()}  # the columns' defaults
-    rows = [{**defaults, **row} for row in rows]
-    return _by_key(connection.execute(_INSERT_NEW_INTERACTIONS, {"rows": _json(rows)}))
+    rows = [row if "value" in row else {**row, "value": 1.0} for row in rows]  # its default
+    parameters = {"rows": _json(rows), "now": utcnow()}
+    return _by_key(connection.execute(_INSERT_NEW_INTERACTIONS, parameters))
 
 
 def interactions_by_key(

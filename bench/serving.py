@@ -5,7 +5,7 @@ same PNG statically. A last image row goes through the deployment's nginx front
 (deploy/nginx/pirloop.conf, run natively) in front of the same pirloop process, its cache
 warmed: what a visitor's repeat request costs there. Load comes from wrk in its own process.
 
-    .venv/bin/python -m bench.serving [--connections 64] [--seconds 10] [--workers 2]
+    .venv/bin/python -m bench.serving [--connections 64] [--seconds 10] [--workers 2] [--rounds 3]
 
 Prints requests/s, p50/p99 and the ratios; writes bench/results/serving.json.
 Needs PostgreSQL on 127.0.0.1, and wrk and nginx (apt-get install -y wrk nginx-light).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -113,11 +114,29 @@ def paced_script(base_script: Path, work: Path, connections: int, per_second: fl
     return path
 
 
+def median_round(rounds: list[dict[str, dict[str, float]]], name: str) -> dict[str, Any]:
+    """A row's median run by requests/s, with every run's rate. The machine's speed drifts by
+    a fifth between minutes here (the anchor alone ran 9,600 to 12,000 a second in one hour),
+    so every row runs in each round, pirloop next to its anchors, and a slow minute moves
+    one round, not one side of a ratio."""
+    runs = sorted((one[name] for one in rounds), key=lambda row: row["requests_per_second"])
+    return {
+        **runs[len(runs) // 2],
+        "rounds_per_second": [one[name]["requests_per_second"] for one in rounds],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn and nginx workers")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of every saturated row, interleaved; each row reports its median run",
+    )
     args = parser.parse_args()
     nginx = need("nginx", "nginx-light")
     flags = uvicorn_flags(args.workers)
@@ -197,16 +216,21 @@ def main() -> None:
                 run = lambda target, script=None: wrk(  # noqa: E731
                     target, connections=args.connections, seconds=args.seconds, script=script
                 )
-                results = {
-                    "impression_pirloop": run(f"{base}/v1/impressions", post),
-                    "impression_bare_fastapi": run(f"{bare}/bare/impressions", post),
-                    "impression_bare_fastapi_sync": run(f"{bare}/bare-sync/impressions", post),
-                    "image_pirloop": run(base + image_path),
-                    "image_bare_fastapi": run(f"{bare}/bare/image"),
-                    "image_bare_fastapi_sync": run(f"{bare}/bare-sync/image"),
-                    "image_nginx": run(f"http://127.0.0.1:{ports['nginx']}/image.png"),
-                    "image_nginx_cache": run(front + image_path),
+                targets = {
+                    "impression_pirloop": (f"{base}/v1/impressions", post),
+                    "impression_bare_fastapi": (f"{bare}/bare/impressions", post),
+                    "impression_bare_fastapi_sync": (f"{bare}/bare-sync/impressions", post),
+                    "image_pirloop": (base + image_path, None),
+                    "image_bare_fastapi": (f"{bare}/bare/image", None),
+                    "image_bare_fastapi_sync": (f"{bare}/bare-sync/image", None),
+                    "image_nginx": (f"http://127.0.0.1:{ports['nginx']}/image.png", None),
+                    "image_nginx_cache": (front + image_path, None),
                 }
+                rounds = [
+                    {name: run(*target) for name, target in targets.items()}
+                    for _ in range(args.rounds)
+                ]
+                results = {name: median_round(rounds, name) for name in targets}
                 saturated = results["impression_pirloop"]["requests_per_second"]
                 for share in PACED_SHARES:
                     paced = paced_script(post, work, args.connections, share * saturated)
@@ -229,10 +253,11 @@ def main() -> None:
         # The deployment's cached front against nginx reading the file: what the cache costs.
         "image_nginx_cache_vs_nginx": rps["image_nginx_cache"] / rps["image_nginx"],
     }
-    print(f"{'endpoint':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'endpoint':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  rounds")
     for name, r in results.items():
         rps, p50, p99 = r["requests_per_second"], r.get("p50_ms", 0), r.get("p99_ms", 0)
-        print(f"{name:40} {rps:10.0f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}")
+        runs = " ".join(f"{x:.0f}" for x in r.get("rounds_per_second", []))
+        print(f"{name:40} {rps:10.0f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}  {runs}")
     for name, value in ratios.items():
         print(f"ratio {name:30} {value:6.2f}x")
     # Issue 19's bar, against the async anchor (bench/bare_app.py's /bare routes).
