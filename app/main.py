@@ -114,6 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served by app/pages/docs.py instead: FastAPI's pages load from a CDN, inline.
         docs_url=None,
         redoc_url=None,
+        # pirloop's telemetry is its Prometheus metrics (app/metrics.py). FastAPI's native
+        # OpenTelemetry, on by default, asked three global providers on every request whether
+        # anyone listened: 3% of an impression's time (bench/profile_hot_path.py --gil).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     install_error_handlers(app)

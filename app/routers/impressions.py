@@ -65,14 +65,15 @@ def raw_client(request: Request) -> str:
     return f"ip:{host}|ua:{request.headers.get('user-agent', '')[:256]}"
 
 
-def raw_visitor(request: Request, body: ImpressionCreate) -> str:
-    """The page's own visitor id when it sends one; else the connection's address and agent.
-    Only a salted hash of this is stored."""
+def raw_visitor(request: Request, body: ImpressionCreate) -> str | None:
+    """The page's own visitor id when it sends one (body or cookie); None when it sends none
+    and the visitor is the connection's address and agent (raw_client). Only a salted hash
+    of this is stored."""
     if body.visitor_id:
         return "id:" + body.visitor_id
     if cookie := request.cookies.get(VISITOR_COOKIE):
         return "id:" + cookie[:128]
-    return raw_client(request)
+    return None
 
 
 # What a client does with a served impression: fetch its image, report an interaction with
@@ -123,7 +124,9 @@ async def serve_impression(
 ) -> ImpressionRead:
     """Pick the next image and log its impression; raises NothingToServe. Shared by the JSON
     route and the script-free <img> embed. Answers only once the row is committed."""
-    visitor_hash = hash_visitor(settings.secret_key, raw_visitor(request, body))
+    client_hash = hash_visitor(settings.secret_key, raw_client(request))
+    visitor = raw_visitor(request, body)
+    visitor_hash = client_hash if visitor is None else hash_visitor(settings.secret_key, visitor)
     if settings.rate_limit_visitor_per_minute:
         limiter: RateLimiter = request.app.state.rate_limiter
         wait = limiter.hit(f"visitor:{visitor_hash}", settings.rate_limit_visitor_per_minute)
@@ -137,7 +140,7 @@ async def serve_impression(
             placement=body.placement,
             visitor_hash=visitor_hash,
             simulated=body.simulated,
-            client_hash=hash_visitor(settings.secret_key, raw_client(request)),
+            client_hash=client_hash,
         )
     )
     token, expires_at = sign_impression(
