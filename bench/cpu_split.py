@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -74,12 +75,7 @@ def cpu_seconds_by_group(api_pids: set[int]) -> Counter[str]:
         if int(entry.name) in api_pids or ppid in api_pids:
             _api_seconds(int(entry.name), seconds)
             continue
-        if name.startswith("postgres"):
-            group = "postgresql"
-        elif name == "wrk":
-            group = "wrk (load)"
-        else:
-            group = "other"
+        group = "postgresql" if name.startswith("postgres") else "other"
         seconds[group] += user + system
     return seconds
 
@@ -88,8 +84,14 @@ def measured_load(
     url: str, script: Path | None, api_pid: int, connections: int, seconds: int
 ) -> dict[str, object]:
     before = cpu_seconds_by_group({api_pid})
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk(url, connections=connections, seconds=seconds, script=script)
     after = cpu_seconds_by_group({api_pid})
+    # wrk has ended by now (/proc no longer lists it): its CPU is in this process's children's.
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after["wrk (load)"] = sum(
+        getattr(waited, field) - getattr(children, field) for field in ("ru_utime", "ru_stime")
+    )
     requests = result["requests_per_second"] * seconds
     per_request = {
         group: round((after[group] - before[group]) / requests * 1e6, 1)
