@@ -49,6 +49,12 @@ PARTS = {
     "response encoding (JSON, models)": ("fastapi/encoders.py", "json/", "serialize_response"),
     "serving pick and image cache": ("app/serving.py", "app/image_cache.py", "app/ingest.py"),
     "metrics": ("app/metrics.py", "prometheus_client/"),
+    # The fast paths and the routes' own functions, outside the parts inside them above.
+    "pirloop's request handling (fast paths, route functions)": (
+        "app/write_fast_path.py",
+        "app/image_fast_path.py",
+        "app/routers/",
+    ),
     "middleware": ("app/security.py", "app/errors.py", "starlette/middleware/", "app/ratelimit"),
     "logging": ("logging/",),
     "HTTP parsing and the event loop (uvicorn, asyncio)": (
