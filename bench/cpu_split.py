@@ -12,7 +12,6 @@ these figures. Writes bench/results/cpu_split_<path>.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 from collections import Counter
@@ -31,7 +30,7 @@ from bench.common import (
     write_result,
     wrk,
 )
-from bench.profile_hot_path import load_target
+from bench.profile_hot_path import hot_path_parser, load_target
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -102,14 +101,7 @@ def measured_load(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--path", choices=["impression", "interaction", "image"], default="impression"
-    )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = hot_path_parser(__doc__, seconds=10).parse_args()
     results: dict[str, object] = {}
     with prepared_service("pirloop-cpu-") as (_, env, work):
         env = {**env, "BENCH_PNG": str(work / "bench.png")}

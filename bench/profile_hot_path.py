@@ -116,14 +116,20 @@ def load_target(
     return target, script
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def hot_path_parser(doc: str | None, *, seconds: int) -> argparse.ArgumentParser:
+    """The arguments every hot-path benchmark takes: which path, how long, how loaded."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument(
         "--path", choices=["impression", "interaction", "image"], default="impression"
     )
-    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=seconds)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def main() -> None:
+    parser = hot_path_parser(__doc__, seconds=20)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument(
         "--gil",
