@@ -67,10 +67,11 @@ class BatchKind(ABC, Generic[ItemT, ResultT]):
     def apply_postgresql(
         self, connection: PgConnection[Any], items: Sequence[ItemT]
     ) -> list[ResultT | Exception]:
-        """The same on PostgreSQL, on psycopg's own connection (app/queries_pg.py), where the
-        writer runs a kind that has it: SQLAlchemy's Session cost twice the round trips'
-        CPU per group (docs/BENCHMARKS.md). The writer wraps it in a transaction unless it
-        is `one_statement` and alone. Kinds without it go through `apply` everywhere."""
+        """The same on PostgreSQL, on psycopg's own connection (app/queries_pg.py), which the
+        writer uses for a kind that has it: a Session's BEGIN, COMMIT and bookkeeping cost
+        more CPU per group than the statement itself (docs/BENCHMARKS.md). The writer wraps
+        it in a transaction unless it is `one_statement` and alone in its group. Kinds
+        without it go through `apply` on every database."""
         raise NotImplementedError
 
 
