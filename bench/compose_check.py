@@ -210,6 +210,7 @@ def base_images(work: Path, made: list[str]) -> dict[str, str]:
 
 
 def bridge_address() -> str:
+    """The host's address on Docker's default bridge, which build containers reach."""
     out = run(
         [
             "docker",
@@ -217,11 +218,18 @@ def bridge_address() -> str:
             "inspect",
             "bridge",
             "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
         ],
         quiet=True,
-    )
-    return out.strip()
+    ).split()
+    if out:
+        return out[0]
+    # Some engines leave the default bridge's IPAM gateway empty (seen with Docker 28 here):
+    # the bridge interface's own IPv4 address is the same gateway.
+    interface = run(["ip", "-4", "-o", "addr", "show", "docker0"], quiet=True).split()
+    if "inet" not in interface:
+        raise RuntimeError("no address found for Docker's bridge (docker0)")
+    return interface[interface.index("inet") + 1].split("/")[0]
 
 
 @contextlib.contextmanager
