@@ -39,8 +39,7 @@ from app.image_fast_path import AnsweredRoute
 from app.routers import impressions, interactions
 from app.schemas import ImpressionCreate, InteractionCreate
 
-# What a handler gives back: the status and the model to answer with, or None to leave the
-# request to the route.
+# What a handler gives back: the status and the model to answer with (it raises to refuse).
 Answer = tuple[int, BaseModel]
 Handler = Callable[[Request, Any], Awaitable[Answer]]
 
@@ -64,7 +63,8 @@ async def _interaction(request: Request, body: InteractionCreate) -> Answer:
     return (200 if read.duplicate else 201), read
 
 
-# path: (the route's body model, the handler, the route's template for the metrics)
+# path: (the route's body model, the handler); the path is also the route's template, which
+# the metrics label the request with.
 ROUTES: dict[str, tuple[type[BaseModel], Handler]] = {
     impressions.router.prefix: (ImpressionCreate, _impression),
     interactions.PREFIX: (InteractionCreate, _interaction),

@@ -3,8 +3,6 @@ commit picks for every impression, and must not pay for a Session each time."""
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy.orm import Session
 
 from app.bootstrap import ensure_initial_version
@@ -25,12 +23,13 @@ def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
         opened.append(factory())
         return opened[-1]
 
-    picker = BatchPicker(settings, sessions=counting, arms_cache_seconds=0.2)  # type: ignore[arg-type]
+    picker = BatchPicker(settings, sessions=counting, arms_cache_seconds=3600)  # type: ignore[arg-type]
     picks = [picker.pick() for _ in range(50)]
     # The first pick read the plan and the version's images; the other 49 read nothing.
     assert len(opened) == 1
     assert len({image_id for _, image_id in picks}) == settings.batch_size  # kept even
-    time.sleep(0.25)  # the plan is stale now: one more read
+    picker.invalidate()  # as after a promotion: the plan must be read again, once
+    picker.pick()
     picker.pick()
     assert len(opened) == 2
     engine.dispose()
