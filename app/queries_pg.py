@@ -35,8 +35,8 @@ _INSERT_IMPRESSIONS = """
     INSERT INTO impressions
         (image_id, version_id, placement, visitor_hash, client_hash, simulated, flagged,
          created_at)
-    SELECT image_id, version_id, placement, visitor_hash, client_hash, simulated, false,
-           COALESCE(created_at, %(now)s)
+    SELECT image_id, version_id, placement, visitor_hash, client_hash,
+           COALESCE(simulated, false), false, COALESCE(created_at, %(now)s)
     FROM ROWS FROM (
              json_to_recordset(CAST(%(rows)s AS json))
              AS (image_id integer, version_id integer, placement varchar, visitor_hash varchar,
@@ -58,7 +58,7 @@ _IMPRESSION_REFS = """
 
 _INSERT_NEW_INTERACTIONS = """
     INSERT INTO interactions (impression_id, kind, value, created_at)
-    SELECT impression_id, kind, value, COALESCE(created_at, %(now)s)
+    SELECT impression_id, kind, COALESCE(value, 1.0), COALESCE(created_at, %(now)s)
     FROM json_to_recordset(CAST(%(rows)s AS json))
          AS row (impression_id bigint, kind varchar, value double precision,
                  created_at timestamptz)
@@ -154,9 +154,8 @@ def record_interactions(
 
 
 def insert_impressions(connection: Connection[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
-    """A row without created_at gets the time of the insert (one for all: a parameter, not
-    a time written into every row's JSON)."""
-    rows = [row if "simulated" in row else {**row, "simulated": False} for row in rows]
+    """A row may leave out the columns with defaults, which the statement fills in (the
+    insert's time is one parameter, not a time written into every row's JSON)."""
     result = connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows), "now": utcnow()})
     return sorted(int(row_id) for (row_id,) in result)
 
@@ -171,8 +170,7 @@ def impression_refs(
 def insert_new_interactions(
     connection: Connection[Any], rows: Sequence[dict[str, Any]]
 ) -> dict[InteractionKey, tuple[int, float]]:
-    rows = [row if "value" in row else {**row, "value": 1.0} for row in rows]  # its default
-    parameters = {"rows": _json(rows), "now": utcnow()}
+    parameters = {"rows": _json(rows), "now": utcnow()}  # defaults filled in by the statement
     return _by_key(connection.execute(_INSERT_NEW_INTERACTIONS, parameters))
 
 
