@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from psycopg import pq
+from psycopg import AsyncConnection, pq
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,8 +49,21 @@ def make_engine(url: str, *, pooler: str = "none", **kwargs: Any) -> Engine:
     # A connection killed by a database restart is dropped and replaced, not handed out.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_timeout", 5)
-    connect_args = {"connect_timeout": 3, **prepared_statement_args(pooler, pq.version())}
-    return create_engine(url, connect_args=connect_args, **kwargs)
+    return create_engine(url, connect_args=postgresql_connect_args(pooler), **kwargs)
+
+
+def postgresql_connect_args(pooler: str) -> dict[str, Any]:
+    """psycopg's connect arguments, for the engine's pool and the writer's own connection."""
+    return {"connect_timeout": 3, **prepared_statement_args(pooler, pq.version())}
+
+
+async def connect_postgresql(engine: Engine, pooler: str) -> AsyncConnection[Any]:
+    """An asyncio connection to the engine's database, in autocommit mode: the group commit's
+    (app/writer_postgres.py)."""
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return await AsyncConnection.connect(
+        conninfo, autocommit=True, **postgresql_connect_args(pooler)
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -5,18 +5,19 @@ one per impression and kind). Routes check what needs no database (tokens, rate 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from psycopg import Connection as PgConnection
+from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
 from app import queries, queries_pg
 from app.errors import PirloopError
-from app.queries_pg import InteractionKey
+from app.queries import InteractionKey
 from app.serving import BatchPicker, NothingToServe
 from app.writer import BatchKind, GroupCommitWriter
 
@@ -87,13 +88,17 @@ class ImpressionWrites(BatchKind[NewImpression, StoredImpression]):
         picks = self._pick(session, items)
         return self._stored(picks, queries.insert_impressions(session, self._rows(items, picks)))
 
-    def apply_postgresql(
-        self, connection: PgConnection[Any], items: Sequence[NewImpression]
+    async def apply_postgresql(
+        self, connection: AsyncConnection[Any], items: Sequence[NewImpression]
     ) -> list[StoredImpression | Exception]:
-        # No Session here: the picker opens its own when it has something to read.
+        # On the event loop: what the picker reads (the plan, about once a second) it reads
+        # in a thread, so that picking below never waits on the database.
+        if self._picker.needs_reading():
+            await asyncio.to_thread(self._picker.refresh)
         picks = self._pick(None, items)
         rows = self._rows(items, picks)
-        return self._stored(picks, queries_pg.insert_impressions(connection, rows) if rows else [])
+        inserted = await queries_pg.insert_impressions(connection, rows) if rows else []
+        return self._stored(picks, inserted)
 
     def _pick(self, session: Session | None, items: Sequence[NewImpression]) -> list[Pick]:
         picks: list[Pick] = []
@@ -148,12 +153,21 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
     # when it answers; only a key a concurrent transaction stored meanwhile needs a second.
     one_statement = True
 
-    def apply_postgresql(
-        self, connection: PgConnection[Any], items: Sequence[NewInteraction]
+    async def apply_postgresql(
+        self, connection: AsyncConnection[Any], items: Sequence[NewInteraction]
     ) -> list[StoredInteraction | Exception]:
-        recorded = queries_pg.record_interactions(
+        recorded = await queries_pg.record_interactions(
             connection, [dataclasses.asdict(item) for item in items]
         )
+        # A key neither inserted nor found stored was stored by a concurrent transaction
+        # after the statement's snapshot: read it now. (So is the key of an item the rules
+        # below refuse, a rating for a background impression: one read more on an error path.)
+        unseen = {
+            (item.impression_id, item.kind) for item in items if item.impression_id in recorded.refs
+        } - (recorded.created.keys() | recorded.earlier.keys())
+        if unseen:
+            later = await queries_pg.interactions_by_key(connection, sorted(unseen))
+            recorded.earlier.update(later)
 
         def inserted(rows: list[dict[str, Any]]) -> dict[InteractionKey, tuple[int, float]]:
             # The statement judged the items by the rules _apply applies below; the two must
@@ -163,12 +177,7 @@ class InteractionWrites(BatchKind[NewInteraction, StoredInteraction]):
                 raise RuntimeError("the statement stored interactions the rules refuse")
             return recorded.created
 
-        def stored_before(keys: list[InteractionKey]) -> dict[InteractionKey, tuple[int, float]]:
-            unseen = [key for key in keys if key not in recorded.earlier]
-            later = queries_pg.interactions_by_key(connection, unseen) if unseen else {}
-            return {**recorded.earlier, **later}
-
-        return self._apply(items, lambda _: recorded.refs, inserted, stored_before)
+        return self._apply(items, lambda _: recorded.refs, inserted, lambda _: recorded.earlier)
 
     @staticmethod
     def _apply(

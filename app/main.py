@@ -50,7 +50,7 @@ from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
 from app.write_fast_path import PublicWriteAnswers
-from app.writer import GroupCommitWriter
+from app.writer import make_writer
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.picker = BatchPicker(settings, sessions=app.state.session_factory)
-        writer = GroupCommitWriter(
-            app.state.session_factory, on_commit=observe_commit_group if measured else None
+        writer = make_writer(
+            app.state.session_factory,
+            database_pooler=settings.database_pooler,
+            on_commit=observe_commit_group if measured else None,
         )
         writer.start()
         app.state.ingest = Ingest(writer, app.state.picker)
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if scheduler is not None:
                 scheduler.stop()
             app.state.jobs.shutdown()
-            writer.stop()  # the writes already queued are committed and answered
+            await writer.stop()  # the writes already queued are committed and answered
             engine.dispose()
 
     app = FastAPI(

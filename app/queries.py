@@ -8,12 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, Table, case, func, insert, select, tuple_, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
-from app import queries_pg
 from app.models import (
     GeneratorVersion,
     Image,
@@ -24,11 +23,6 @@ from app.models import (
     VersionStatus,
     utcnow,
 )
-
-
-def on_postgresql(session: Session) -> bool:
-    """The hot writes have their own statements there (app/queries_pg.py)."""
-    return bool(session.get_bind().dialect.name == "postgresql")
 
 
 def serving_version(session: Session) -> GeneratorVersion | None:
@@ -112,8 +106,10 @@ def impression_counts_by_image(session: Session, version_id: int) -> dict[int, i
     return {int(image_id): int(count) for image_id, count in rows.all()}
 
 
-# The hot write path uses Core statements on the tables: one statement for a whole batch of
-# rows, and none of the unit-of-work bookkeeping that ORM objects would carry.
+# The group commit's writes through a Session (SessionWriter, app/writer_session.py; on
+# PostgreSQL the service's writer runs app/queries_pg.py's twins): Core statements on the
+# tables, one statement for a whole batch of rows, and none of the unit-of-work bookkeeping
+# that ORM objects would carry.
 IMPRESSIONS: Table = Impression.__table__  # type: ignore[assignment]
 INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
 
@@ -122,8 +118,6 @@ def insert_impressions(session: Session, rows: Sequence[dict[str, Any]]) -> list
     """Insert many impressions in one statement; return their ids in the order of rows."""
     if not rows:
         return []
-    if on_postgresql(session):
-        return queries_pg.insert_impressions(queries_pg.driver_connection(session), rows)
     result = session.execute(
         insert(IMPRESSIONS).returning(IMPRESSIONS.c.id, sort_by_parameter_order=True),
         [{"flagged": False, "created_at": utcnow(), **row} for row in rows],
@@ -135,8 +129,6 @@ def impression_refs(session: Session, impression_ids: Sequence[int]) -> dict[int
     """{impression id: (image id, placement)} for those of the ids that exist."""
     if not impression_ids:
         return {}
-    if on_postgresql(session):
-        return queries_pg.impression_refs(queries_pg.driver_connection(session), impression_ids)
     rows = session.execute(
         select(IMPRESSIONS.c.id, IMPRESSIONS.c.image_id, IMPRESSIONS.c.placement).where(
             IMPRESSIONS.c.id.in_(list(impression_ids))
@@ -145,7 +137,7 @@ def impression_refs(session: Session, impression_ids: Sequence[int]) -> dict[int
     return {int(row_id): (int(image_id), placement) for row_id, image_id, placement in rows}
 
 
-InteractionKey = queries_pg.InteractionKey
+InteractionKey = tuple[int, str]  # (impression id, kind): at most one row each
 
 
 def insert_new_interactions(
@@ -157,10 +149,10 @@ def insert_new_interactions(
     constraint decides who was first."""
     if not rows:
         return {}
-    if on_postgresql(session):
-        return queries_pg.insert_new_interactions(queries_pg.driver_connection(session), rows)
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    dialect_insert = postgresql.insert if on_postgresql else sqlite.insert
     statement = (
-        sqlite.insert(INTERACTIONS)
+        dialect_insert(INTERACTIONS)
         .on_conflict_do_nothing(index_elements=["impression_id", "kind"])
         .returning(
             INTERACTIONS.c.impression_id,
@@ -183,8 +175,6 @@ def interactions_by_key(
     """The stored rows of these (impression id, kind) keys: {key: (id, value)}."""
     if not keys:
         return {}
-    if on_postgresql(session):
-        return queries_pg.interactions_by_key(queries_pg.driver_connection(session), keys)
     rows = session.execute(
         select(
             INTERACTIONS.c.impression_id,

@@ -1,17 +1,17 @@
 """The group commit's statements on PostgreSQL: all the rows in one JSON parameter.
 
-The writer (app/writer.py) inserts and checks many rows at once. The portable statements
-(app/queries.py) render a multi-row VALUES list or an IN list, so their text changes with
-every batch size: psycopg converts each new text again and PostgreSQL plans it again, which
-was a fifth of the writer's time under load (bench/profile_hot_path.py --gil). These take
-the rows as one JSON document instead (`json_to_recordset`): the text never changes, so psycopg
-converts it once and PostgreSQL prepares it once (psycopg prepares after a statement's fifth
-run), and the rows are encoded by the json module's C encoder (psycopg's array parameters,
-tried first, are dumped element by element in Python: a third of the writer's time).
-They take psycopg's own connection: the group commit runs them on one it keeps in autocommit
-mode (app/writer.py), where an impression batch is a single statement and so a single round
-trip, committed and durable when it answers; app/queries.py's portable twins call them with
-the connection under a Session's transaction. Same arguments and answers as those twins.
+PostgresWriter (app/writer_postgres.py) inserts and checks many rows at once, on psycopg's
+asyncio connection. The portable statements (app/queries.py, which SessionWriter runs) render
+a multi-row VALUES list or an IN list, so their text changes with every batch size: psycopg
+converts each new text again and PostgreSQL plans it again, which was a fifth of the writer's
+time under load (bench/profile_hot_path.py --gil). These take the rows as one JSON document
+instead (`json_to_recordset`): the text never changes, so psycopg converts it once and
+PostgreSQL prepares it once (psycopg prepares after a statement's fifth run), and the rows are
+encoded by the json module's C encoder (psycopg's array parameters, tried first, are dumped
+element by element in Python: a third of the writer's time).
+The writer keeps its connection in autocommit mode, where a group of impressions is a
+single statement and so a single round trip, committed and durable when it answers. Same
+arguments and answers as app/queries.py's portable twins.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import Connection
-from sqlalchemy.orm import Session
+from psycopg import AsyncConnection
 
 from app.models import utcnow
-
-InteractionKey = tuple[int, str]  # (impression id, kind): at most one row each
+from app.queries import InteractionKey
 
 # The ids come from the sequence in ORDER BY order, so sorted they line up with the rows:
 # the assumption SQLAlchemy's own sorted RETURNING makes for a multi-row insert.
@@ -46,24 +44,6 @@ _INSERT_IMPRESSIONS = """
                  created_at, n)
     ORDER BY n
     RETURNING id
-"""
-
-_IMPRESSION_REFS = """
-    SELECT shown.id, shown.image_id, shown.placement
-    FROM json_array_elements_text(CAST(%(ids)s AS json)) AS wanted (id)
-    JOIN LATERAL (
-        SELECT id, image_id, placement FROM impressions WHERE id = CAST(wanted.id AS bigint) LIMIT 1
-    ) AS shown ON true
-"""
-
-_INSERT_NEW_INTERACTIONS = """
-    INSERT INTO interactions (impression_id, kind, value, created_at)
-    SELECT impression_id, kind, COALESCE(value, 1.0), COALESCE(created_at, %(now)s)
-    FROM json_to_recordset(CAST(%(rows)s AS json))
-         AS row (impression_id bigint, kind varchar, value double precision,
-                 created_at timestamptz)
-    ON CONFLICT (impression_id, kind) DO NOTHING
-    RETURNING impression_id, kind, id, value
 """
 
 _INTERACTIONS_BY_KEY = """
@@ -135,13 +115,14 @@ class RecordedInteractions:
     earlier: dict[InteractionKey, tuple[int, float]]  # key: (id, value), stored before
 
 
-def record_interactions(
-    connection: Connection[Any], items: Sequence[dict[str, Any]]
+async def record_interactions(
+    connection: AsyncConnection[Any], items: Sequence[dict[str, Any]]
 ) -> RecordedInteractions:
     """items: impression_id, image_id, kind, value (created_at: now, if left out)."""
     recorded = RecordedInteractions({}, {}, {})
     parameters = {"rows": _json(list(items)), "now": utcnow()}
-    for row in connection.execute(_RECORD_INTERACTIONS, parameters):
+    cursor = await connection.execute(_RECORD_INTERACTIONS, parameters)
+    for row in await cursor.fetchall():
         impression_id, kind, image_id, placement, new_id, new_value, old_id, old_value = row
         key = (int(impression_id), kind)
         if image_id is not None:
@@ -153,32 +134,24 @@ def record_interactions(
     return recorded
 
 
-def insert_impressions(connection: Connection[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
+async def insert_impressions(
+    connection: AsyncConnection[Any], rows: Sequence[dict[str, Any]]
+) -> list[int]:
     """A row may leave out the columns with defaults, which the statement fills in (the
     insert's time is one parameter, not a time written into every row's JSON)."""
-    result = connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows), "now": utcnow()})
-    return sorted(int(row_id) for (row_id,) in result)
+    cursor = await connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows), "now": utcnow()})
+    return sorted(int(row_id) for (row_id,) in await cursor.fetchall())
 
 
-def impression_refs(
-    connection: Connection[Any], impression_ids: Sequence[int]
-) -> dict[int, tuple[int, str]]:
-    rows = connection.execute(_IMPRESSION_REFS, {"ids": _json(list(impression_ids))})
-    return {int(row_id): (int(image_id), placement) for row_id, image_id, placement in rows}
-
-
-def insert_new_interactions(
-    connection: Connection[Any], rows: Sequence[dict[str, Any]]
-) -> dict[InteractionKey, tuple[int, float]]:
-    parameters = {"rows": _json(rows), "now": utcnow()}  # defaults filled in by the statement
-    return _by_key(connection.execute(_INSERT_NEW_INTERACTIONS, parameters))
-
-
-def interactions_by_key(
-    connection: Connection[Any], keys: Sequence[InteractionKey]
+async def interactions_by_key(
+    connection: AsyncConnection[Any], keys: Sequence[InteractionKey]
 ) -> dict[InteractionKey, tuple[int, float]]:
     wanted = [{"impression_id": impression_id, "kind": kind} for impression_id, kind in keys]
-    return _by_key(connection.execute(_INTERACTIONS_BY_KEY, {"keys": _json(wanted)}))
+    cursor = await connection.execute(_INTERACTIONS_BY_KEY, {"keys": _json(wanted)})
+    return {
+        (int(impression_id), kind): (int(row_id), float(value))
+        for impression_id, kind, row_id, value in await cursor.fetchall()
+    }
 
 
 def _json(value: Any) -> str:
@@ -189,17 +162,3 @@ def _iso_utc(value: datetime) -> str:
     """ISO 8601 with its offset, which PostgreSQL reads as timestamptz; a naive time is UTC,
     as the models' UTCDateTime takes it."""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-
-
-def driver_connection(session: Session) -> Connection[Any]:
-    """psycopg's connection under this Session's transaction (statements run inside it)."""
-    connection = session.connection().connection.driver_connection
-    assert isinstance(connection, Connection)  # the engine's driver is psycopg
-    return connection
-
-
-def _by_key(rows: Any) -> dict[InteractionKey, tuple[int, float]]:
-    return {
-        (int(impression_id), kind): (int(row_id), float(value))
-        for impression_id, kind, row_id, value in rows
-    }

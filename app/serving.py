@@ -66,6 +66,24 @@ class BatchPicker:
         with self._lock:
             self._arms_checked_at = None
 
+    def needs_reading(self) -> bool:
+        """Whether `pick()` would read the database now: the cached plan is stale, or a
+        version it serves has its images not loaded yet."""
+        checked = self._arms_checked_at
+        if checked is None or time.monotonic() - checked > self._arms_cache_seconds:
+            return True
+        return any(version_id not in self._queues for version_id, _ in self._plan.arms_at(utcnow()))
+
+    def refresh(self) -> None:
+        """Read now what `pick()` would read, through a Session of its own, so that the next
+        picks read nothing: PostgresWriter calls it in a worker thread, off the event loop."""
+        if self._sessions is None:
+            raise RuntimeError("BatchPicker.refresh() needs a session factory")
+        with self._sessions() as session, self._lock:
+            for version_id, _ in self._current_arms(lambda: session):
+                if version_id not in self._queues:
+                    self._queues[version_id] = self._load(session, version_id)
+
     def _current_arms(self, reader: Callable[[], Session]) -> list[tuple[int, float]]:
         now = time.monotonic()
         checked = self._arms_checked_at

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
+from psycopg import AsyncConnection
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -29,12 +32,15 @@ from app.ingest import (
 from app.main import create_app
 from app.models import Impression, Interaction
 from app.settings import Settings
-from app.writer import BatchKind, GroupCommitWriter, WriteUnavailable
+from app.writer import BatchKind, GroupCommitWriter, WriteUnavailable, make_writer
+from app.writer_postgres import PostgresWriter
+from app.writer_session import SessionWriter
 from tests.app.faults import commits_fail
 
 
 class Doubling(BatchKind[int, int]):
-    """Records each batch; refuses negative items; can hold the writer on its first batch."""
+    """Records each group; refuses negative items; can hold the writer on its first group.
+    The same on both writers: through a Session, or on PostgresWriter's connection."""
 
     def __init__(self, hold: threading.Event | None = None) -> None:
         self.batches: list[list[int]] = []
@@ -43,20 +49,63 @@ class Doubling(BatchKind[int, int]):
     def apply(self, session: Session, items: Sequence[int]) -> list[int | Exception]:
         if self.hold is not None and not self.batches:
             self.hold.wait(10)
+        session.execute(select(1))
+        return self._double(items)
+
+    async def apply_postgresql(
+        self, connection: AsyncConnection[Any], items: Sequence[int]
+    ) -> list[int | Exception]:
+        if self.hold is not None and not self.batches:
+            while not self.hold.is_set():  # on the loop: the test releases it from there
+                await asyncio.sleep(0.005)
+        await connection.execute("SELECT 1")
+        return self._double(items)
+
+    def _double(self, items: Sequence[int]) -> list[int | Exception]:
         self.batches.append(list(items))
         if 1013 in items:
             raise ValueError("the database refuses 1013")
         return [ValueError(f"{i} is negative") if i < 0 else 2 * i for i in items]
 
 
+class SessionOnly(Doubling):
+    """A kind without statements of its own for PostgreSQL: applied through a Session."""
+
+    apply_postgresql = BatchKind.apply_postgresql  # type: ignore[assignment]
+
+
+T = TypeVar("T")
+Scenario = Callable[[GroupCommitWriter], Awaitable[T]]
+
+
 @pytest.fixture
-def writer(tmp_path: Path) -> Iterator[GroupCommitWriter]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'writer.db'}")
-    writer = GroupCommitWriter(make_session_factory(engine))
-    writer.start()
-    yield writer
-    writer.stop()
+def run_writer(database_url: str) -> Iterator[Callable[[Scenario[Any]], Any]]:
+    """Runs a scenario against the database's writer (SessionWriter on SQLite, PostgresWriter
+    on PostgreSQL), started and stopped on the scenario's event loop as the app's lifespan
+    does."""
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+
+    def run(scenario: Scenario[T]) -> T:
+        async def go() -> T:
+            writer = make_writer(factory)
+            writer.start()
+            try:
+                return await scenario(writer)
+            finally:
+                await writer.stop()
+
+        return asyncio.run(go())
+
+    yield run
     engine.dispose()
+
+
+def test_the_database_picks_the_writer(run_writer: Callable[[Scenario[Any]], Any]) -> None:
+    async def which(writer: GroupCommitWriter) -> type[GroupCommitWriter]:
+        return type(writer)
+
+    assert run_writer(which) in (SessionWriter, PostgresWriter)
 
 
 async def _submit_while_held(
@@ -64,62 +113,70 @@ async def _submit_while_held(
 ) -> list[int | BaseException]:
     """The first item blocks the writer; the rest queue behind it; then release."""
     first = asyncio.ensure_future(writer.submit(kind, items[0]))
-    await asyncio.sleep(0.05)  # the writer is inside the first batch now, held
+    await asyncio.sleep(0.05)  # the writer is inside the first group now, held
     rest = [asyncio.ensure_future(writer.submit(kind, item)) for item in items[1:]]
     await asyncio.sleep(0.05)
     hold.set()
     return await asyncio.gather(first, *rest, return_exceptions=True)
 
 
-def test_concurrent_writes_share_one_commit(writer: GroupCommitWriter) -> None:
+@pytest.mark.parametrize("kind_type", [Doubling, SessionOnly])
+def test_concurrent_writes_share_one_commit(
+    run_writer: Callable[[Scenario[Any]], Any], kind_type: type[Doubling]
+) -> None:
     hold = threading.Event()
-    kind = Doubling(hold)
-    results = asyncio.run(_submit_while_held(writer, kind, hold, list(range(50))))
+    kind = kind_type(hold)
+
+    async def scenario(writer: GroupCommitWriter) -> tuple[list[int | BaseException], int]:
+        results = await _submit_while_held(writer, kind, hold, list(range(50)))
+        return results, writer.batches
+
+    results, transactions = run_writer(scenario)
     assert results == [2 * i for i in range(50)]
-    # One batch for the first item, one for the 49 that queued while it was committing.
+    # One group for the first item, one for the 49 that queued while it was committing.
     assert kind.batches == [[0], list(range(1, 50))]
-    assert writer.batches == 2
+    assert transactions == 2
 
 
-def test_a_refused_item_fails_alone(writer: GroupCommitWriter) -> None:
+def test_a_refused_item_fails_alone(run_writer: Callable[[Scenario[Any]], Any]) -> None:
     hold = threading.Event()
     kind = Doubling(hold)
-    results = asyncio.run(_submit_while_held(writer, kind, hold, [1, 2, -3, 4]))
+    results = run_writer(lambda writer: _submit_while_held(writer, kind, hold, [1, 2, -3, 4]))
     assert results[:2] == [2, 4]
     assert isinstance(results[2], ValueError)
     assert results[3] == 8
 
 
 def test_a_row_the_database_refuses_fails_only_its_own_request(
-    writer: GroupCommitWriter,
+    run_writer: Callable[[Scenario[Any]], Any],
 ) -> None:
     hold = threading.Event()
     kind = Doubling(hold)
-    results = asyncio.run(_submit_while_held(writer, kind, hold, [1, 2, 1013, 4]))
+    results = run_writer(lambda writer: _submit_while_held(writer, kind, hold, [1, 2, 1013, 4]))
     assert results[0] == 2
     assert results[1] == 4
     assert isinstance(results[2], ValueError)
     assert results[3] == 8
-    # The batch [2, 1013, 4] failed as a whole, then each was applied on its own.
+    # The group [2, 1013, 4] failed as a whole, then each was applied on its own.
     assert kind.batches[1:] == [[2, 1013, 4], [2], [1013], [4]]
 
 
 def test_submit_many_is_one_entry_committed_with_its_neighbours(
-    writer: GroupCommitWriter,
+    run_writer: Callable[[Scenario[Any]], Any],
 ) -> None:
     hold = threading.Event()
     kind = Doubling(hold)
 
-    async def go() -> list[object]:
+    async def scenario(writer: GroupCommitWriter) -> list[object]:
         first = asyncio.ensure_future(writer.submit(kind, 0))
-        await asyncio.sleep(0.05)  # the writer is inside the first batch now, held
+        await asyncio.sleep(0.05)  # the writer is inside the first group now, held
         many = asyncio.ensure_future(writer.submit_many(kind, [1, -2, 3]))
         single = asyncio.ensure_future(writer.submit(kind, 4))
         await asyncio.sleep(0.05)
         hold.set()
         return list(await asyncio.gather(first, many, single, return_exceptions=True))
 
-    first, many, single = asyncio.run(go())
+    first, many, single = run_writer(scenario)
     assert first == 0
     assert isinstance(many, list)
     assert many[0] == 2
@@ -130,36 +187,90 @@ def test_submit_many_is_one_entry_committed_with_its_neighbours(
 
 
 def test_submit_many_retries_its_items_one_by_one_when_the_database_refuses_one(
-    writer: GroupCommitWriter,
+    run_writer: Callable[[Scenario[Any]], Any],
 ) -> None:
     kind = Doubling()
-    results = asyncio.run(writer.submit_many(kind, [1, 1013, 2]))
+    results = run_writer(lambda writer: writer.submit_many(kind, [1, 1013, 2]))
     assert results[0] == 2
     assert isinstance(results[1], ValueError)
     assert results[2] == 4
     assert kind.batches == [[1, 1013, 2], [1], [1013], [2]]
 
 
-def test_an_unavailable_database_fails_the_whole_batch(writer: GroupCommitWriter) -> None:
+def test_an_unavailable_database_fails_the_whole_group(
+    run_writer: Callable[[Scenario[Any]], Any],
+) -> None:
     class Down(BatchKind[int, int]):
         def apply(self, session: Session, items: Sequence[int]) -> list[int | Exception]:
             raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-    async def go() -> list[int | BaseException]:
+        async def apply_postgresql(
+            self, connection: AsyncConnection[Any], items: Sequence[int]
+        ) -> list[int | Exception]:
+            raise psycopg.OperationalError("server closed the connection")
+
+    async def scenario(writer: GroupCommitWriter) -> list[int | BaseException]:
+        kind = Down()
         return await asyncio.gather(
-            *(writer.submit(Down(), i) for i in range(5)), return_exceptions=True
+            *(writer.submit(kind, i) for i in range(5)), return_exceptions=True
         )
 
-    results = asyncio.run(go())
+    results = run_writer(scenario)
     assert all(isinstance(result, WriteUnavailable) for result in results)
+
+
+def test_stop_commits_and_answers_what_is_queued(
+    run_writer: Callable[[Scenario[Any]], Any],
+) -> None:
+    hold = threading.Event()
+    kind = Doubling(hold)
+
+    async def scenario(writer: GroupCommitWriter) -> list[object]:
+        queued = [asyncio.ensure_future(writer.submit(kind, i)) for i in range(5)]
+        await asyncio.sleep(0.05)  # the first is held inside its group, the rest queued
+        hold.set()
+        await writer.stop()
+        refused = await asyncio.gather(writer.submit(kind, 9), return_exceptions=True)
+        return [*(await asyncio.gather(*queued)), *refused]
+
+    *answered, late = run_writer(scenario)
+    assert answered == [0, 2, 4, 6, 8]
+    assert isinstance(late, WriteUnavailable)
 
 
 def test_a_stopped_writer_refuses(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'stopped.db'}")
-    writer = GroupCommitWriter(make_session_factory(engine))
+    writer = make_writer(make_session_factory(engine))
     with pytest.raises(WriteUnavailable):
         asyncio.run(writer.submit(Doubling(), 1))
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_writer_takes_writes_from_another_event_loop(pg_url: str) -> None:
+    """The writer lives on the loop that started it; a request on another loop (a test
+    client's) is queued through that loop and answered on its own."""
+    engine = make_engine(pg_url)
+    writer = make_writer(make_session_factory(engine))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(_start(writer), loop).result(10)
+        kind = Doubling()
+        assert asyncio.run(writer.submit(kind, 21)) == 42
+        asyncio.run_coroutine_threadsafe(writer.stop(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        engine.dispose()
+    with pytest.raises(WriteUnavailable):  # its loop is gone
+        asyncio.run(writer.submit(kind, 1))
+
+
+async def _start(writer: GroupCommitWriter) -> None:
+    writer.start()
 
 
 def _prepared_app(settings: Settings) -> FastAPI:
