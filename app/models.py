@@ -140,9 +140,12 @@ class Impression(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    # Not foreign keys (migration 0005): each check locked the image's and the version's row,
+    # which every writer shares. The group commit inserts a row only if its image belongs to
+    # its version (app/queries_pg.py, app/queries.py); images and versions are never deleted.
+    image_id: Mapped[int] = mapped_column(Integer)
     # Denormalised from the image so per-version aggregates need no join.
-    version_id: Mapped[int] = mapped_column(ForeignKey("generator_versions.id"))
+    version_id: Mapped[int] = mapped_column(Integer)
     placement: Mapped[str] = mapped_column(String(16))
     visitor_hash: Mapped[str] = mapped_column(String(64))
     # Salted hash of the connection's address and user agent, whatever visitor id the page

@@ -114,10 +114,23 @@ IMPRESSIONS: Table = Impression.__table__  # type: ignore[assignment]
 INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
 
 
+class ImageNotInVersion(Exception):
+    """An impression row names an image that is not one of its version's: none of the rows
+    written with it are stored (the impressions table has no foreign keys, migration 0005)."""
+
+
 def insert_impressions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert many impressions in one statement; return their ids in the order of rows."""
+    """Insert many impressions in one statement; return their ids in the order of rows.
+    Raises ImageNotInVersion, before inserting anything, if a row's image is not in its
+    version."""
     if not rows:
         return []
+    wanted = {(row["image_id"], row["version_id"]) for row in rows}
+    found = session.execute(
+        select(Image.id, Image.version_id).where(Image.id.in_({image for image, _ in wanted}))
+    )
+    if wanted - {(image_id, version_id) for image_id, version_id in found}:
+        raise ImageNotInVersion("an impression names an image that is not in its version")
     result = session.execute(
         insert(IMPRESSIONS).returning(IMPRESSIONS.c.id, sort_by_parameter_order=True),
         [{"flagged": False, "created_at": utcnow(), **row} for row in rows],

@@ -25,23 +25,36 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from app.models import utcnow
-from app.queries import InteractionKey
+from app.queries import ImageNotInVersion, InteractionKey
 
 # The ids come from the sequence in ORDER BY order, so sorted they line up with the rows:
-# the assumption SQLAlchemy's own sorted RETURNING makes for a multi-row insert.
+# the assumption SQLAlchemy's own sorted RETURNING makes for a multi-row insert. All rows or
+# none: only if every row's image belongs to its version (impressions have no foreign keys,
+# migration 0005; this checks more than they did, without locking the image's row).
 _INSERT_IMPRESSIONS = """
+    WITH row AS (
+        SELECT * FROM ROWS FROM (
+                 json_to_recordset(CAST(%(rows)s AS json))
+                 AS (image_id integer, version_id integer, placement varchar,
+                     visitor_hash varchar, client_hash varchar, simulated boolean,
+                     created_at timestamptz)
+             ) WITH ORDINALITY
+             AS row (image_id, version_id, placement, visitor_hash, client_hash, simulated,
+                     created_at, n)
+    )
     INSERT INTO impressions
         (image_id, version_id, placement, visitor_hash, client_hash, simulated, flagged,
          created_at)
     SELECT image_id, version_id, placement, visitor_hash, client_hash,
            COALESCE(simulated, false), false, COALESCE(created_at, %(now)s)
-    FROM ROWS FROM (
-             json_to_recordset(CAST(%(rows)s AS json))
-             AS (image_id integer, version_id integer, placement varchar, visitor_hash varchar,
-                 client_hash varchar, simulated boolean, created_at timestamptz)
-         ) WITH ORDINALITY
-         AS row (image_id, version_id, placement, visitor_hash, client_hash, simulated,
-                 created_at, n)
+    FROM row
+    WHERE NOT EXISTS (
+        SELECT FROM row AS unknown
+        WHERE NOT EXISTS (
+            SELECT FROM images
+            WHERE images.id = unknown.image_id AND images.version_id = unknown.version_id
+        )
+    )
     ORDER BY n
     RETURNING id
 """
@@ -138,9 +151,14 @@ async def insert_impressions(
     connection: AsyncConnection[Any], rows: Sequence[dict[str, Any]]
 ) -> list[int]:
     """A row may leave out the columns with defaults, which the statement fills in (the
-    insert's time is one parameter, not a time written into every row's JSON)."""
+    insert's time is one parameter, not a time written into every row's JSON). Raises
+    ImageNotInVersion, having stored none of the rows, if one names an image not in its
+    version."""
     cursor = await connection.execute(_INSERT_IMPRESSIONS, {"rows": _json(rows), "now": utcnow()})
-    return sorted(int(row_id) for (row_id,) in await cursor.fetchall())
+    ids = sorted(int(row_id) for (row_id,) in await cursor.fetchall())
+    if len(ids) != len(rows):
+        raise ImageNotInVersion("an impression names an image that is not in its version")
+    return ids
 
 
 async def interactions_by_key(

@@ -23,9 +23,12 @@ from app import queries
 from app.bootstrap import ensure_initial_version
 from app.database import make_engine, make_session_factory, session_scope
 from app.ingest import (
+    ImpressionWrites,
     InteractionWrites,
+    NewImpression,
     NewInteraction,
     RatingNotAllowed,
+    StoredImpression,
     StoredInteraction,
     UnknownImpression,
 )
@@ -394,3 +397,63 @@ def test_interaction_writes_in_one_batch(settings: Settings) -> None:
     assert not again[0].created
     assert again[0].interaction_id == first[0].interaction_id
     assert _count(settings, Interaction) == 2
+
+
+class _ScriptedPicker:
+    """Picks what it is told, in order: (version id, image id) pairs."""
+
+    def __init__(self, picks: list[tuple[int, int]]) -> None:
+        self.picks = list(picks)
+
+    def needs_reading(self) -> bool:
+        return False
+
+    def pick(self, session: Session | None = None) -> tuple[int, int]:
+        return self.picks.pop(0)
+
+
+def test_an_impression_of_an_image_outside_its_version_is_refused_alone(
+    settings: Settings,
+) -> None:
+    """Impressions carry no foreign keys (migration 0005): the writes check that the image
+    belongs to the version, all rows of a statement or none, and the group commit then
+    stores the good rows of a group and refuses the bad one."""
+    engine = make_engine(settings.resolved_database_url)
+    factory = make_session_factory(engine)
+    ensure_initial_version(factory, settings, placeholder=True)
+    with session_scope(factory) as session:
+        version = queries.serving_version(session)
+        assert version is not None
+        image_id = queries.batch_image_ids(session, version.id)[0]
+        good, bad = (version.id, image_id), (version.id + 1, image_id)
+        with pytest.raises(queries.ImageNotInVersion):
+            queries.insert_impressions(
+                session,
+                [
+                    {"image_id": i, "version_id": v, "placement": "background", "visitor_hash": "v"}
+                    | {"simulated": False}
+                    for v, i in (good, bad)
+                ],
+            )
+    assert _count(settings, Impression) == 0
+
+    # The group, then each item again on its own (a retried item is picked again).
+    picker = _ScriptedPicker([good, bad, good, good, bad, good])
+    kind = ImpressionWrites(picker)  # type: ignore[arg-type]
+    item = NewImpression(placement="background", visitor_hash="v", simulated=False)
+
+    async def go() -> list[object]:
+        writer = make_writer(factory)
+        writer.start()
+        try:
+            return await writer.submit_many(kind, [item, item, item])
+        finally:
+            await writer.stop()
+
+    first, refused, third = asyncio.run(go())
+    engine.dispose()
+    assert isinstance(first, StoredImpression)
+    assert isinstance(third, StoredImpression)
+    assert isinstance(refused, queries.ImageNotInVersion)
+    assert _count(settings, Impression) == 2
+    assert picker.picks == []
