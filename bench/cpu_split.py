@@ -48,13 +48,14 @@ def _stat(path: Path) -> tuple[str, int, float, float] | None:
 
 
 def _api_seconds(pid: int, seconds: Counter[str]) -> None:
-    """An API process's CPU, by thread: the event loop (its main thread) and the others (the
-    group-commit writer; the thread pool is idle on these paths), user and kernel apart."""
+    """An API process's CPU, by thread: the event loop (its main thread, where the
+    group-commit writer runs on PostgreSQL) and the others (the thread pool, idle on these
+    paths but for the picker's reads), user and kernel apart."""
     for task in (Path("/proc") / str(pid) / "task").glob("*"):
         stat = _stat(task / "stat")
         if stat is None:
             continue
-        thread = "event loop" if int(task.name) == pid else "other threads (writer)"
+        thread = "event loop" if int(task.name) == pid else "other threads"
         seconds[f"api: {thread}"] += stat[2]
         seconds[f"api: {thread}, in the kernel"] += stat[3]
 
