@@ -100,8 +100,8 @@ def test_pgbouncer_admits_every_api_connection_and_knows_its_password() -> None:
     processes = api["deploy"]["replicas"] * int(command[command.index("--workers") + 1])
     url = make_url(api["environment"]["PIRLOOP_DATABASE_URL"])
     pool = make_engine(url.render_as_string(hide_password=False)).pool
-    # Each process: its pool with overflow (the group commit writer keeps one of them).
-    per_process = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
+    # Each process: its pool with overflow, and the group commit writer's own connection.
+    per_process = pool.size() + pool._max_overflow + 1  # type: ignore[attr-defined]
     settings = pgbouncer_ini()["pgbouncer"]
     # Room for four times the API processes compose starts (more replicas, other machines).
     assert int(settings["max_client_conn"]) >= 4 * processes * per_process

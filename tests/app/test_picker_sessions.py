@@ -33,3 +33,28 @@ def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
     picker.pick()
     assert len(opened) == 2
     engine.dispose()
+
+
+def test_refresh_reads_ahead_so_that_picking_reads_nothing(settings: Settings) -> None:
+    """PostgresWriter, on the event loop, asks whether the picker would read and has it read
+    in a worker thread first: after refresh(), picks open no Session until the plan is stale."""
+    engine = make_engine(settings.resolved_database_url)
+    factory = make_session_factory(engine)
+    ensure_initial_version(factory, settings, placeholder=True)
+    opened: list[Session] = []
+
+    def counting() -> Session:
+        opened.append(factory())
+        return opened[-1]
+
+    picker = BatchPicker(settings, sessions=counting, arms_cache_seconds=3600)  # type: ignore[arg-type]
+    assert picker.needs_reading()  # nothing read yet
+    picker.refresh()
+    assert len(opened) == 1
+    assert not picker.needs_reading()
+    for _ in range(20):
+        picker.pick()
+    assert len(opened) == 1  # the picks read nothing
+    picker.invalidate()
+    assert picker.needs_reading()
+    engine.dispose()
