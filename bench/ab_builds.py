@@ -11,7 +11,8 @@ anchor in turn, for `--rounds` short rounds after one warm-up round, and the scr
 median of each build's per-round ratios to the anchor. This machine's speed drifts by a fifth
 between minutes (docs/BENCHMARKS.md): a ratio to the anchor measured seconds apart cancels
 most of it, and the median of ten such ratios moves by about 0.03 between runs of the same
-build (two copies of one build in one run gave 0.733 and 0.734). The interaction path repeats one
+build (two copies of one build in one run of the script this grew from gave 0.733 and
+0.734). The interaction path repeats one
 token's click, as bench/profile_hot_path.py does. `--sql build=STATEMENT`
 runs SQL on that build's database first (to put back a schema an older build expects).
 Writes bench/results/ab_builds_<path>.json.

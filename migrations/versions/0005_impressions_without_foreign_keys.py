@@ -3,9 +3,9 @@
 Each foreign-key check locked the referenced row FOR KEY SHARE: every impression locked one
 of a batch's few dozen image rows and its version's row, so the writers of all API
 processes kept locking the same rows (PostgreSQL made a multixact for every row two of them
-held at once: 2,749 in a 10 s benchmark run) and the checks cost about a third of
-PostgreSQL's CPU per impression (docs/BENCHMARKS.md). The reference is kept by the writes
-instead: the group commit inserts a group only if every row's image belongs to its version
+held at once: 2,749 in a 10 s benchmark run, docs/BENCHMARKS.md), on top of each check's
+own lookup. The reference is kept by the writes instead: the group commit inserts a group
+only if every row's image belongs to its version
 (app/queries_pg.py, app/queries.py), which the two keys never checked, and nothing deletes
 images or versions (retention deletes a version's impressions and interactions). Downgrading
 puts the keys back.
