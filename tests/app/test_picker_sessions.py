@@ -3,6 +3,9 @@ commit picks for every impression, and must not pay for a Session each time."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from sqlalchemy.orm import Session
 
 from app.bootstrap import ensure_initial_version
@@ -11,9 +14,9 @@ from app.serving import BatchPicker
 from app.settings import Settings
 
 
-def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
-    settings: Settings,
-) -> None:
+@pytest.fixture
+def counted(settings: Settings) -> Iterator[tuple[BatchPicker, list[Session]]]:
+    """A picker over a served placeholder batch, and the Sessions it has opened so far."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_session_factory(engine)
     ensure_initial_version(factory, settings, placeholder=True)
@@ -24,6 +27,14 @@ def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
         return opened[-1]
 
     picker = BatchPicker(settings, sessions=counting, arms_cache_seconds=3600)  # type: ignore[arg-type]
+    yield picker, opened
+    engine.dispose()
+
+
+def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
+    settings: Settings, counted: tuple[BatchPicker, list[Session]]
+) -> None:
+    picker, opened = counted
     picks = [picker.pick() for _ in range(50)]
     # The first pick read the plan and the version's images; the other 49 read nothing.
     assert len(opened) == 1
@@ -32,22 +43,14 @@ def test_a_session_is_opened_only_to_read_the_plan_and_a_versions_images(
     picker.pick()
     picker.pick()
     assert len(opened) == 2
-    engine.dispose()
 
 
-def test_refresh_reads_ahead_so_that_picking_reads_nothing(settings: Settings) -> None:
+def test_refresh_reads_ahead_so_that_picking_reads_nothing(
+    counted: tuple[BatchPicker, list[Session]],
+) -> None:
     """PostgresWriter, on the event loop, asks whether the picker would read and has it read
     in a worker thread first: after refresh(), picks open no Session until the plan is stale."""
-    engine = make_engine(settings.resolved_database_url)
-    factory = make_session_factory(engine)
-    ensure_initial_version(factory, settings, placeholder=True)
-    opened: list[Session] = []
-
-    def counting() -> Session:
-        opened.append(factory())
-        return opened[-1]
-
-    picker = BatchPicker(settings, sessions=counting, arms_cache_seconds=3600)  # type: ignore[arg-type]
+    picker, opened = counted
     assert picker.needs_reading()  # nothing read yet
     picker.refresh()
     assert len(opened) == 1
@@ -57,4 +60,3 @@ def test_refresh_reads_ahead_so_that_picking_reads_nothing(settings: Settings) -
     assert len(opened) == 1  # the picks read nothing
     picker.invalidate()
     assert picker.needs_reading()
-    engine.dispose()
