@@ -50,7 +50,7 @@ from app.security import SecurityHeaders
 from app.serving import BatchPicker
 from app.settings import Settings, get_settings
 from app.write_fast_path import PublicWriteAnswers
-from app.writer import make_writer
+from app.writer import Gathering, make_writer
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.session_factory,
             database_pooler=settings.database_pooler,
             on_commit=observe_commit_group if measured else None,
+            gathering=Gathering(
+                target=settings.writer_group_target,
+                linger_seconds=settings.writer_linger_ms / 1000,
+            ),
         )
         writer.start()
         app.state.ingest = Ingest(writer, app.state.picker)

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # run each transaction on another server connection ("transaction": psycopg prepares
     # nothing). app/database.py applies it; docs/SCALING.md says who goes through a pooler.
     database_pooler: Literal["none", "pgbouncer", "transaction"] = "none"
+    # Under load the group-commit writer on PostgreSQL waits up to writer_linger_ms for
+    # writer_group_target writes before it commits a group (app/writer.py, Gathering); 0 ms
+    # commits whatever is queued at once.
+    writer_group_target: int = Field(default=24, ge=1, le=256)
+    writer_linger_ms: float = Field(default=2.0, ge=0, le=100)
     # Empty means jobs run in-process in a background thread; set it to use Celery on Redis.
     redis_url: str = ""
     secret_key: str = Field(default="dev-secret", repr=False)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.database import connect_postgresql
 from app.writer import (
     BatchKind,
+    Gathering,
     GroupCommitWriter,
     OnCommit,
     Pending,
@@ -51,8 +52,10 @@ class PostgresWriter(GroupCommitWriter):
         database_pooler: str = "none",
         max_batch: int = 256,
         on_commit: OnCommit | None = None,
+        gathering: Gathering | None = None,
     ) -> None:
         super().__init__(max_batch=max_batch, on_commit=on_commit)
+        self._gathering = gathering or Gathering()
         self._engine: Engine = session_factory.kw["bind"]
         # Its connect arguments follow the pooler, as the engine's do (app/database.py).
         self._pooler = database_pooler
@@ -63,6 +66,11 @@ class PostgresWriter(GroupCommitWriter):
         # a worker thread (never on the loop).
         self._sessions = SessionWriter(session_factory)
         self._queue: list[Pending] = []
+        self._queued_items = 0
+        # _enqueue wakes the writer once this many items are queued: one while it waits for
+        # work, the gathering's target while it lingers (not once per arrival).
+        self._wake_at = 1
+        self._last_group_items = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -94,7 +102,9 @@ class PostgresWriter(GroupCommitWriter):
             raise WriteUnavailable("the writer is not running")
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(Pending(kind, items, future, many))
-        self._wake.set()
+        self._queued_items += len(items)
+        if self._queued_items >= self._wake_at:
+            self._wake.set()
         return await future
 
     async def _run(self) -> None:
@@ -103,11 +113,16 @@ class PostgresWriter(GroupCommitWriter):
         try:
             while self._open or self._queue:
                 if not self._queue:
+                    # Idle: whatever load the last group showed is over.
+                    self._last_group_items = 0
                     await self._wake.wait()
                     self._wake.clear()
                     continue
+                await self._linger()
                 group = take_group(self._queue, self._max_batch)
                 writes = group_writes(group)
+                self._queued_items -= len(writes)
+                self._last_group_items = len(writes)
                 started = time.perf_counter()
                 outcomes = await self._commit(writes)
                 seconds = time.perf_counter() - started
@@ -122,8 +137,35 @@ class PostgresWriter(GroupCommitWriter):
             unanswered = WriteUnavailable("the writer stopped")
             resolve([(pending, unanswered) for pending in [*group, *self._queue]])
             self._queue.clear()
+            self._queued_items = 0
             await self._drop_connection()
             await asyncio.to_thread(self._sessions.close)
+
+    async def _linger(self) -> None:
+        """Under load, let the next group fill (app/writer.py, `Gathering`): wait while writes
+        keep arriving, until the target, the linger's end or a quiet spell; stop() ends the
+        wait at once."""
+        assert self._wake is not None
+        gathering = self._gathering
+        if not self._open or not gathering.lingers_after(
+            self._last_group_items, self._queued_items
+        ):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + gathering.linger_seconds
+        try:
+            while self._open and self._queued_items < gathering.target:
+                wait = min(deadline - loop.time(), gathering.quiet_seconds)
+                if wait <= 0:
+                    return
+                self._wake_at = self._queued_items + 1  # the next arrival
+                self._wake.clear()
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+        except TimeoutError:
+            return  # the linger is over, or no write came for quiet_seconds
+        finally:
+            self._wake_at = 1
 
     async def _commit(self, writes: list[Write]) -> list[Any]:
         kinds = by_kind(writes)

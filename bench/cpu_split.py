@@ -80,13 +80,22 @@ def cpu_seconds_by_group(api_pids: set[int]) -> Counter[str]:
     return seconds
 
 
+def machine_seconds() -> Counter[str]:
+    """The whole machine's idle, I/O-wait and steal seconds so far, summed over its CPUs
+    (/proc/stat): a path that leaves cores idle under full load waits on something (a
+    commit, a lock) instead of using them, and steal is time the hypervisor gave to others."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle, iowait, steal = (int(fields[i]) / TICKS for i in (3, 4, 7))
+    return Counter({"machine: idle": idle, "machine: I/O wait": iowait, "machine: steal": steal})
+
+
 def measured_load(
     url: str, script: Path | None, api_pid: int, connections: int, seconds: int
 ) -> dict[str, object]:
-    before = cpu_seconds_by_group({api_pid})
+    before = cpu_seconds_by_group({api_pid}) + machine_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk(url, connections=connections, seconds=seconds, script=script)
-    after = cpu_seconds_by_group({api_pid})
+    after = cpu_seconds_by_group({api_pid}) + machine_seconds()
     # wrk has ended by now (/proc no longer lists it): its CPU is in this process's children's.
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
     after["wrk (load)"] = sum(
