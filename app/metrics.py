@@ -232,7 +232,13 @@ class CountingRateLimiter:
         self.limiter = limiter
 
     def hit(self, key: str, per_minute: int, cost: int = 1) -> float | None:
-        wait = self.limiter.hit(key, per_minute, cost)
+        return self._counted(key, self.limiter.hit(key, per_minute, cost))
+
+    async def hit_async(self, key: str, per_minute: int, cost: int = 1) -> float | None:
+        return self._counted(key, await self.limiter.hit_async(key, per_minute, cost))
+
+    @staticmethod
+    def _counted(key: str, wait: float | None) -> float | None:
         if wait is not None:
             RATE_LIMIT_REFUSALS.labels(limit_name(key)).inc()
         return wait

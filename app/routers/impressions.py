@@ -129,7 +129,9 @@ async def serve_impression(
     visitor_hash = client_hash if visitor is None else hash_visitor(settings.secret_key, visitor)
     if settings.rate_limit_visitor_per_minute:
         limiter: RateLimiter = request.app.state.rate_limiter
-        wait = limiter.hit(f"visitor:{visitor_hash}", settings.rate_limit_visitor_per_minute)
+        wait = await limiter.hit_async(
+            f"visitor:{visitor_hash}", settings.rate_limit_visitor_per_minute
+        )
         if wait is not None:
             headers, _ = too_many(wait)
             raise RateLimited(

@@ -128,7 +128,7 @@ async def create_interactions_batch(
     body: InteractionBatchCreate, request: Request, settings: SettingsDep, ingest: IngestDep
 ) -> InteractionBatchRead:
     """Many interactions, one writer submission, one answer after the COMMIT."""
-    charge_items(request, settings, len(body.interactions))
+    await charge_items(request, settings, len(body.interactions))
     outcomes = await record_many(body.interactions, secret=settings.secret_key, ingest=ingest)
     return batch_read(outcomes)
 
@@ -157,14 +157,16 @@ async def record_interaction_read(
     )
 
 
-def charge_items(request: Request, settings: Settings, items: int) -> None:
+async def charge_items(request: Request, settings: Settings, items: int) -> None:
     """The address limit counts interactions, not requests: the middleware counted this
     request as one (app/ratelimit.py); count the rest of its items, or refuse it whole."""
     if not settings.rate_limit_ip_per_minute or items <= 1:
         return
     limiter: RateLimiter = request.app.state.rate_limiter
     address = request.client.host if request.client else "unknown"
-    wait = limiter.hit(address_key(address), settings.rate_limit_ip_per_minute, cost=items - 1)
+    wait = await limiter.hit_async(
+        address_key(address), settings.rate_limit_ip_per_minute, cost=items - 1
+    )
     if wait is not None:
         headers, _ = too_many(wait)
         raise RateLimited(
