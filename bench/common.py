@@ -140,6 +140,24 @@ def create_database() -> str:
     return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
 
 
+def commits_and_inserts(url: str) -> tuple[int, int]:
+    """The database's committed transactions and inserted rows so far (pg_stat_database).
+    Each backend publishes its counts at most once a second while busy, so read the change
+    over a load of several seconds, as a ratio: rows per commit, the group commit's size."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(PG_ADMIN)
+    with admin.connect() as connection:
+        row = connection.execute(
+            text("SELECT xact_commit, tup_inserted FROM pg_stat_database WHERE datname = :name"),
+            {"name": name},
+        ).one()
+    admin.dispose()
+    return int(row[0]), int(row[1])
+
+
 def drop_database(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url

@@ -22,6 +22,7 @@ import httpx
 
 from bench.common import (
     BIN,
+    commits_and_inserts,
     free_port,
     prepared_service,
     process,
@@ -90,12 +91,26 @@ def machine_seconds() -> Counter[str]:
 
 
 def measured_load(
-    url: str, script: Path | None, api_pid: int, connections: int, seconds: int
+    url: str,
+    script: Path | None,
+    api_pid: int,
+    connections: int,
+    seconds: int,
+    database_url: str | None = None,
 ) -> dict[str, object]:
+    """wrk's figures and CPU µs per request by group; with `database_url`, also the rows
+    each commit inserted there on average (the group commit's size)."""
+    counts = commits_and_inserts(database_url) if database_url else None
     before = cpu_seconds_by_group({api_pid}) + machine_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk(url, connections=connections, seconds=seconds, script=script)
     after = cpu_seconds_by_group({api_pid}) + machine_seconds()
+    rows_per_commit = None
+    if database_url and counts:
+        commits, inserted = (
+            now - then for now, then in zip(commits_and_inserts(database_url), counts, strict=True)
+        )
+        rows_per_commit = round(inserted / commits, 1) if commits else None
     # wrk has ended by now (/proc no longer lists it): its CPU is in this process's children's.
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
     after["wrk (load)"] = sum(
@@ -107,13 +122,13 @@ def measured_load(
         for group in sorted(after)
         if after[group] > before[group]
     }
-    return {"load": result, "cpu_us_per_request": per_request}
+    return {"load": result, "cpu_us_per_request": per_request, "rows_per_commit": rows_per_commit}
 
 
 def main() -> None:
     args = hot_path_parser(__doc__, seconds=10).parse_args()
     results: dict[str, object] = {}
-    with prepared_service("pirloop-cpu-") as (_, env, work):
+    with prepared_service("pirloop-cpu-") as (database_url, env, work):
         env = {**env, "BENCH_PNG": str(work / "bench.png")}
         ports = {"pirloop": free_port(), "bare": free_port()}
         commands = {
@@ -137,12 +152,21 @@ def main() -> None:
                     wait_http(f"{base}/docs")
                     url, script = load_target(base + "/bare", args.path, None, work)
                 wrk(url, connections=args.connections, seconds=2, script=script)  # warm up
-                results[name] = measured_load(url, script, api.pid, args.connections, args.seconds)
+                results[name] = measured_load(
+                    url,
+                    script,
+                    api.pid,
+                    args.connections,
+                    args.seconds,
+                    database_url if name == "pirloop" else None,
+                )
     for name, result in results.items():
         load = result["load"]  # type: ignore[index]
         print(f"{name}: {load['requests_per_second']:.0f} req/s, p99 {load['p99_ms']:.1f} ms")
         for group, micros in result["cpu_us_per_request"].items():  # type: ignore[index]
             print(f"  {micros:8.1f} µs CPU/request  {group}")
+        if result["rows_per_commit"] is not None:
+            print(f"  {result['rows_per_commit']:8.1f} rows inserted per commit (PostgreSQL)")
     write_result(f"cpu_split_{args.path}", {"args": vars(args), **results})
 
 
