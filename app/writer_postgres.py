@@ -67,9 +67,7 @@ class PostgresWriter(GroupCommitWriter):
         self._sessions = SessionWriter(session_factory)
         self._queue: list[Pending] = []
         self._queued_items = 0
-        # _enqueue wakes the writer once this many items are queued: one while it waits for
-        # work, the gathering's target while it lingers (not once per arrival).
-        self._wake_at = 1
+        # The size of the group committed last; 0 once the writer has waited for work.
         self._last_group_items = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -103,8 +101,7 @@ class PostgresWriter(GroupCommitWriter):
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(Pending(kind, items, future, many))
         self._queued_items += len(items)
-        if self._queued_items >= self._wake_at:
-            self._wake.set()
+        self._wake.set()
         return await future
 
     async def _run(self) -> None:
@@ -158,14 +155,11 @@ class PostgresWriter(GroupCommitWriter):
                 wait = min(deadline - loop.time(), gathering.quiet_seconds)
                 if wait <= 0:
                     return
-                self._wake_at = self._queued_items + 1  # the next arrival
                 self._wake.clear()
                 async with asyncio.timeout(wait):
-                    await self._wake.wait()
+                    await self._wake.wait()  # the next arrival, or stop()
         except TimeoutError:
             return  # the linger is over, or no write came for quiet_seconds
-        finally:
-            self._wake_at = 1
 
     async def _commit(self, writes: list[Write]) -> list[Any]:
         kinds = by_kind(writes)
