@@ -19,7 +19,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.ratelimit_redis import RedisRateLimiter
+from app.ratelimit_redis import RedisRateLimiter as RedisRateLimiter  # also imported from here
 
 LIMITED_PATHS = ("/v1/impressions", "/v1/interactions", "/v1/beacon", "/v1/embed")
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from app import migrate
-from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
-from app.ratelimit_redis import window_name
+from app.ratelimit import MemoryRateLimiter
+from app.ratelimit_redis import RedisRateLimiter, window_name
 from tests.app.test_admin_hardening import redis_url, serve  # noqa: F401 (a fixture)
 from tests.conftest import make_settings
 
@@ -23,6 +24,38 @@ FLUSH = 0.02  # seconds between a limiter's flushes in these tests
 
 def _key() -> str:
     return f"visitor:{uuid.uuid4().hex}"
+
+
+def _away_from_a_window_edge() -> None:
+    """Counters are per minute: start a test that reads one back at least 5 s from the end
+    of its minute, so that its hits and its reads name the same window."""
+    left = 60 - time.time() % 60
+    if left < 5:
+        time.sleep(left + 0.1)
+
+
+def _flushing(limiter: RedisRateLimiter) -> bool:
+    """Whether the limiter has hits not yet sent, or a flush due or running. The flush runs
+    on a timer, so the tests poll this, the limiter's own state."""
+    return bool(limiter._pending or limiter._sending or limiter._flush_loop is not None)
+
+
+async def _settled(limiter: RedisRateLimiter) -> None:
+    """Until the limiter has sent every hit and learnt the totals (up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while _flushing(limiter):
+        assert time.monotonic() < deadline, "the limiter never flushed"
+        await asyncio.sleep(FLUSH)
+
+
+def _settled_in_app(client: TestClient) -> None:
+    """The same for an app's limiter, which flushes on the test client's event loop."""
+    limiter = client.app.state.rate_limiter
+    limiter = getattr(limiter, "limiter", limiter)  # under the metrics' counting wrapper
+    deadline = time.monotonic() + 10
+    while _flushing(limiter):
+        assert time.monotonic() < deadline, "the limiter never flushed"
+        time.sleep(FLUSH)
 
 
 @pytest.mark.redis
@@ -44,13 +77,14 @@ def test_a_process_refuses_from_its_own_counts_at_once(redis_url: str) -> None: 
 def test_counts_reach_redis_within_a_flush_and_the_exact_path_sees_them(
     redis_url: str,  # noqa: F811
 ) -> None:
+    _away_from_a_window_edge()
     key = _key()
     limiter = RedisRateLimiter(redis_url, flush_seconds=FLUSH)
 
     async def two_then_wait() -> None:
         assert await limiter.hit_async(key, 3) is None
         assert await limiter.hit_async(key, 3) is None
-        await asyncio.sleep(FLUSH * 10)  # no more traffic: the flush is on a timer
+        await _settled(limiter)  # no more traffic: the flush is on a timer
 
     asyncio.run(two_then_wait())
     stored = redis.Redis.from_url(redis_url).get(window_name(key, time.time()))
@@ -63,13 +97,14 @@ def test_counts_reach_redis_within_a_flush_and_the_exact_path_sees_them(
 
 @pytest.mark.redis
 def test_a_process_learns_the_others_counts_at_its_next_flush(redis_url: str) -> None:  # noqa: F811
+    _away_from_a_window_edge()
     key = _key()
     one, two = RedisRateLimiter(redis_url), RedisRateLimiter(redis_url, flush_seconds=FLUSH)
     assert one.hit(key, 2) is None  # another process's hit, in Redis
 
     async def scenario() -> tuple[float | None, float | None]:
         before = await two.hit_async(key, 2)  # two has not heard of one's hit yet
-        await asyncio.sleep(FLUSH * 10)  # its flush answers the window's total: 2
+        await _settled(two)  # its flush answered the window's total: 2
         return before, await two.hit_async(key, 2)
 
     before, after = asyncio.run(scenario())
@@ -122,18 +157,20 @@ def test_two_api_processes_share_the_visitor_limit_through_redis(
         f"sqlite:///{db}", tmp_path, redis_url=redis_url, rate_limit_visitor_per_minute=2
     )
     body = {"placement": "background", "visitor_id": uuid.uuid4().hex}
+    _away_from_a_window_edge()
     with serve(settings) as api_one, serve(settings) as api_two:
         assert api_one.app.state.rate_limiter is not api_two.app.state.rate_limiter
         ask_one = lambda: api_one.post("/v1/impressions", json=body)  # noqa: E731
         ask_two = lambda: api_two.post("/v1/impressions", json=body)  # noqa: E731
         assert ask_one().status_code == 201
         assert ask_two().status_code == 201
-        time.sleep(0.5)  # both have flushed (every 50 ms): two learnt the total, 2
+        _settled_in_app(api_one)
+        _settled_in_app(api_two)  # two learnt the total, 2
         refused = ask_two()
         # One learns a total when it flushes its own hits of the key: until then it counts
         # its own (the bound app/ratelimit_redis.py states), and then it refuses too.
         assert ask_one().status_code == 201
-        time.sleep(0.5)
+        _settled_in_app(api_one)
         assert ask_one().status_code == 429
     assert refused.status_code == 429
     assert refused.json()["error"] == "rate_limited"
