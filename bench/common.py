@@ -127,16 +127,28 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-secret-key-0123456789abcdef"
 
 
+@contextmanager
+def admin_connection() -> Iterator[Any]:
+    """A connection to the maintenance database as PG_ADMIN, in autocommit mode (CREATE and
+    DROP DATABASE run outside a transaction); its engine is disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            yield connection
+    finally:
+        admin.dispose()
+
+
 def create_database() -> str:
     """A fresh PostgreSQL database for one benchmark run."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     name = f"pirloop_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
+    with admin_connection() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
     return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
 
 
@@ -144,28 +156,23 @@ def commits_and_inserts(url: str) -> tuple[int, int]:
     """The database's committed transactions and inserted rows so far (pg_stat_database).
     Each backend publishes its counts at most once a second while busy, so read the change
     over a load of several seconds, as a ratio: rows per commit, the group commit's size."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    name = make_url(url).database
-    admin = create_engine(PG_ADMIN)
-    with admin.connect() as connection:
+    with admin_connection() as connection:
         row = connection.execute(
             text("SELECT xact_commit, tup_inserted FROM pg_stat_database WHERE datname = :name"),
-            {"name": name},
+            {"name": make_url(url).database},
         ).one()
-    admin.dispose()
     return int(row[0]), int(row[1])
 
 
 def drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
+    with admin_connection() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def service_env(url: str, work: Path) -> dict[str, str]:

@@ -90,6 +90,13 @@ def machine_seconds() -> Counter[str]:
     return Counter({"machine: idle": idle, "machine: I/O wait": iowait, "machine: steal": steal})
 
 
+def rows_per_commit(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Rows inserted per commit between two readings of commits_and_inserts."""
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return round((after[1] - before[1]) / (after[0] - before[0]), 1)
+
+
 def measured_load(
     url: str,
     script: Path | None,
@@ -100,17 +107,12 @@ def measured_load(
 ) -> dict[str, object]:
     """wrk's figures and CPU µs per request by group; with `database_url`, also the rows
     each commit inserted there on average (the group commit's size)."""
-    counts = commits_and_inserts(database_url) if database_url else None
+    counts_before = commits_and_inserts(database_url) if database_url else None
     before = cpu_seconds_by_group({api_pid}) + machine_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk(url, connections=connections, seconds=seconds, script=script)
     after = cpu_seconds_by_group({api_pid}) + machine_seconds()
-    rows_per_commit = None
-    if database_url and counts:
-        commits, inserted = (
-            now - then for now, then in zip(commits_and_inserts(database_url), counts, strict=True)
-        )
-        rows_per_commit = round(inserted / commits, 1) if commits else None
+    counts_after = commits_and_inserts(database_url) if database_url else None
     # wrk has ended by now (/proc no longer lists it): its CPU is in this process's children's.
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
     after["wrk (load)"] = sum(
@@ -122,7 +124,11 @@ def measured_load(
         for group in sorted(after)
         if after[group] > before[group]
     }
-    return {"load": result, "cpu_us_per_request": per_request, "rows_per_commit": rows_per_commit}
+    return {
+        "load": result,
+        "cpu_us_per_request": per_request,
+        "rows_per_commit": rows_per_commit(counts_before, counts_after),
+    }
 
 
 def main() -> None:
